@@ -1,0 +1,162 @@
+//! The exact responses of the layer and the logout service.
+
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, Response, StatusCode};
+
+use crate::body::JsonBody;
+
+/// Why a request was not let through. Every variant has one fixed response; see [`Rejection::status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// No bearer credentials at all: no `Authorization` header, an empty one, or another scheme.
+    /// `401`, `WWW-Authenticate: Bearer` (RFC 6750 §3.1: no error code).
+    MissingCredentials,
+    /// A bearer token that is malformed, unknown, wrong, expired, revoked or of the wrong kind.
+    /// `401`, `WWW-Authenticate: Bearer error="invalid_token"`; the cases are indistinguishable on purpose.
+    InvalidToken,
+    /// The token lacks a required ability. `403`, `WWW-Authenticate: Bearer error="insufficient_scope"`.
+    InsufficientAbility,
+    /// The token store failed or timed out. `503` with `Retry-After`: fail closed, never let the request
+    /// through, and never answer 401 (which would make clients discard valid tokens).
+    StoreUnavailable,
+    /// The logout endpoint was called with a method other than `POST`. `405` with `Allow: POST`.
+    MethodNotAllowed,
+}
+
+pub(crate) const UNAUTHENTICATED: &[u8] = br#"{"message":"Unauthenticated."}"#;
+pub(crate) const LOGGED_OUT: &[u8] = br#"{"message":"Successfully logged out"}"#;
+const INVALID_ABILITY: &[u8] = br#"{"message":"Invalid ability provided."}"#;
+const UNAVAILABLE: &[u8] = br#"{"message":"Authentication is temporarily unavailable. Please retry."}"#;
+const METHOD_NOT_ALLOWED: &[u8] = br#"{"message":"Method not allowed."}"#;
+
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+impl Rejection {
+    /// The HTTP status of the plain-HTTP response.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Rejection::MissingCredentials | Rejection::InvalidToken => StatusCode::UNAUTHORIZED,
+            Rejection::InsufficientAbility => StatusCode::FORBIDDEN,
+            Rejection::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    /// The gRPC status code used for gRPC requests (16 UNAUTHENTICATED, 7 PERMISSION_DENIED,
+    /// 14 UNAVAILABLE, 12 UNIMPLEMENTED).
+    pub fn grpc_code(self) -> u8 {
+        match self {
+            Rejection::MissingCredentials | Rejection::InvalidToken => 16,
+            Rejection::InsufficientAbility => 7,
+            Rejection::StoreUnavailable => 14,
+            Rejection::MethodNotAllowed => 12,
+        }
+    }
+
+    /// The response for a request; `grpc` selects a gRPC trailers-only response.
+    pub fn into_response(self, grpc: bool) -> Response<JsonBody> {
+        if grpc {
+            return self.grpc_response();
+        }
+        let body = match self {
+            Rejection::MissingCredentials | Rejection::InvalidToken => UNAUTHENTICATED,
+            Rejection::InsufficientAbility => INVALID_ABILITY,
+            Rejection::StoreUnavailable => UNAVAILABLE,
+            Rejection::MethodNotAllowed => METHOD_NOT_ALLOWED,
+        };
+        let mut response = Response::new(JsonBody::from_static(body));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, APPLICATION_JSON);
+        match self {
+            Rejection::MissingCredentials => {
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Rejection::InvalidToken => {
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer error="invalid_token""#));
+            }
+            Rejection::InsufficientAbility => {
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer error="insufficient_scope""#));
+            }
+            Rejection::StoreUnavailable => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Rejection::MethodNotAllowed => {
+                headers.insert(ALLOW, HeaderValue::from_static("POST"));
+            }
+        }
+        response
+    }
+
+    fn grpc_response(self) -> Response<JsonBody> {
+        // Trailers-only: HTTP 200, the status in the headers, an empty body.
+        let (status, message) = match self {
+            Rejection::MissingCredentials | Rejection::InvalidToken => ("16", "Unauthenticated."),
+            Rejection::InsufficientAbility => ("7", "Invalid ability provided."),
+            Rejection::StoreUnavailable => ("14", "Authentication is temporarily unavailable."),
+            Rejection::MethodNotAllowed => ("12", "Method not allowed."),
+        };
+        let mut response = Response::new(JsonBody::empty());
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from_static(status));
+        if let Ok(value) = HeaderValue::from_str(&percent_encode(message)) {
+            headers.insert("grpc-message", value);
+        }
+        response
+    }
+}
+
+/// Whether the request is gRPC (`content-type: application/grpc`, `+proto`, grpc-web...).
+#[inline]
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The logout success response.
+pub(crate) fn logged_out() -> Response<JsonBody> {
+    let mut response = Response::new(JsonBody::from_static(LOGGED_OUT));
+    response.headers_mut().insert(CONTENT_TYPE, APPLICATION_JSON);
+    response
+}
+
+/// gRPC's percent-encoding of `grpc-message`: everything outside printable ASCII, and `%`, is escaped.
+fn percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_credentials_has_no_error_code() {
+        let r = Rejection::MissingCredentials.into_response(false);
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()[WWW_AUTHENTICATE], "Bearer");
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn grpc_rejection_is_trailers_only() {
+        let r = Rejection::InvalidToken.into_response(true);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["grpc-status"], "16");
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/grpc");
+        assert_eq!(r.headers()["grpc-message"], "Unauthenticated.");
+    }
+
+    #[test]
+    fn percent_encoding_escapes_percent_and_non_ascii() {
+        assert_eq!(percent_encode("50% é"), "50%25 %C3%A9");
+    }
+}
