@@ -1,13 +1,69 @@
-//! Laravel Sanctum-compatible personal access tokens for tower: authentication and "log out everywhere".
+//! Laravel Sanctum-compatible personal access tokens for tower: bearer authentication and
+//! "log out everywhere", for hyper, axum and tonic.
+//!
+//! - [`TokenAuthLayer`] validates `Authorization: Bearer {id}|{secret}` against a [`TokenStore`] and
+//!   puts an [`AuthenticatedToken`] in the request extensions. Tokens are byte-compatible with Laravel
+//!   Sanctum's personal access tokens: the store keeps only SHA-256 of the secret, compared in
+//!   constant time.
+//! - [`LogoutService`] implements `POST /api/v1/auth/logout`: every token of the user, access and
+//!   refresh, is revoked before it answers `200 {"message":"Successfully logged out"}`.
+//! - Stores: [`MemoryStore`] (built in), `RedisStore` (feature `redis`), `SqlStore` on Sanctum's own
+//!   `personal_access_tokens` table (features `postgres`, `mysql`, `sqlite`).
+//! - [`refresh::RefreshTokens`] issues access/refresh pairs with rotation and reuse detection;
+//!   [`ability::RequireAbilitiesLayer`] checks abilities (scopes).
+//!
+//! Failures are closed: a failing store answers `503`, never lets a request through; no input makes the
+//! layer panic or answer `500`.
+//!
+//! # Quick start
+//!
+//! ```
+//! use http::{header::AUTHORIZATION, Request, Response, StatusCode};
+//! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+//! use tower_token_auth::{AuthenticatedToken, LogoutService, MemoryStore, NewToken, TokenAuthLayer, TokenStoreExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let store = MemoryStore::new();
+//! let issued = store.issue(NewToken::access(42u64).name("laptop")).await?;
+//! let bearer = format!("Bearer {}", issued.plain_text.expose());
+//!
+//! let layer = TokenAuthLayer::new(store.clone());
+//! let mut api = ServiceBuilder::new().layer(layer.clone()).service_fn(|req: Request<()>| async move {
+//!     let token = req.extensions().get::<AuthenticatedToken>().unwrap();
+//!     Ok::<_, std::convert::Infallible>(Response::new(format!("user {}", token.user_id())))
+//! });
+//! let response = api.ready().await?.call(Request::get("/").header(AUTHORIZATION, &bearer).body(())?).await?;
+//! assert_eq!(response.status(), StatusCode::OK);
+//!
+//! let logout = layer.logout_service();
+//! let response = logout.oneshot(Request::post("/api/v1/auth/logout").header(AUTHORIZATION, &bearer).body(())?).await?;
+//! assert_eq!(response.status(), StatusCode::OK);
+//!
+//! let response = api.ready().await?.call(Request::get("/").header(AUTHORIZATION, &bearer).body(())?).await?;
+//! assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+//! # Ok(())
+//! # }
+//! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![deny(unsafe_code)]
 
+pub mod ability;
+pub mod auth;
+mod authenticated;
 pub mod body;
 pub mod clock;
+pub mod header;
+pub mod logout;
+pub mod refresh;
 pub mod response;
 pub mod store;
 pub mod token;
 
+pub use auth::{TokenAuth, TokenAuthLayer};
+pub use authenticated::AuthenticatedToken;
+pub use logout::LogoutService;
+pub use response::Rejection;
 pub use store::{MemoryStore, StoreError, StoreFuture, TokenStore, TokenStoreExt};
 pub use token::{Abilities, IssuedToken, NewToken, TokenId, TokenKind, TokenRecord, UserId};

@@ -132,7 +132,7 @@ impl serde::Serialize for UserId {
 pub enum TokenKind {
     /// Authenticates requests. The only kind [`TokenAuthLayer`](crate::TokenAuthLayer) accepts by default.
     Access,
-    /// Only exchanges for a new access/refresh pair (see [`rotate_refresh_token`](crate::refresh::rotate_refresh_token)).
+    /// Only exchanges for a new access/refresh pair (see [`RefreshTokens::exchange`](crate::refresh::RefreshTokens::exchange)).
     Refresh,
     /// A refresh token that was already exchanged. It is kept until it expires so that presenting it
     /// again is recognised as reuse (a sign of theft) rather than an unknown token.
@@ -530,7 +530,7 @@ impl NewToken {
     }
 
     /// A refresh token for `user_id`. It is rejected by [`TokenAuthLayer`](crate::TokenAuthLayer) and only
-    /// exchanged for a new pair by [`rotate_refresh_token`](crate::refresh::rotate_refresh_token).
+    /// exchanged for a new pair by [`RefreshTokens::exchange`](crate::refresh::RefreshTokens::exchange).
     pub fn refresh(user_id: impl Into<UserId>) -> Self {
         Self::of_kind(user_id.into(), TokenKind::Refresh)
     }

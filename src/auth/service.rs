@@ -1,0 +1,98 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::verify::{Config, Started};
+use super::TokenAuthLayer;
+use crate::body::ResponseBody;
+use crate::response::is_grpc;
+use crate::store::TokenStore;
+
+/// Middleware that authenticates requests with bearer tokens. See the [module docs](crate::auth).
+pub struct TokenAuth<S, St> {
+    pub(crate) inner: S,
+    pub(crate) config: Arc<Config<St>>,
+}
+
+impl<S, St> TokenAuth<S, St> {
+    /// Wraps `inner`, authenticating against `store` with default settings.
+    pub fn new(inner: S, store: St) -> Self {
+        TokenAuthLayer::new(store).into_service(inner)
+    }
+
+    /// A [`TokenAuthLayer`] for `store`.
+    pub fn layer(store: St) -> TokenAuthLayer<St> {
+        TokenAuthLayer::new(store)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the middleware, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<St> TokenAuthLayer<St> {
+    fn into_service<S>(self, inner: S) -> TokenAuth<S, St> {
+        TokenAuth { inner, config: self.config }
+    }
+}
+
+impl<S: Clone, St> Clone for TokenAuth<S, St> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), config: Arc::clone(&self.config) }
+    }
+}
+
+impl<S: fmt::Debug, St: fmt::Debug> fmt::Debug for TokenAuth<S, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenAuth").field("inner", &self.inner).field("config", &self.config).finish()
+    }
+}
+
+impl<S, St, ReqBody, ResBody> Service<Request<ReqBody>> for TokenAuth<S, St>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    St: TokenStore,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody, St>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        match self.config.start(request.headers()) {
+            Started::Done(Ok(token)) => {
+                request.extensions_mut().insert(token);
+                ResponseFuture::inner(self.inner.call(request))
+            }
+            Started::Done(Err(rejection)) => {
+                ResponseFuture::rejected(rejection.into_response(is_grpc(request.headers())))
+            }
+            Started::Pending(lookup) => {
+                // Take the service that was made ready and leave a clone in its place: the clone may
+                // not be ready (e.g. behind `tower::buffer::Buffer`).
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::lookup(lookup, request, inner, Arc::clone(&self.config))
+            }
+        }
+    }
+}

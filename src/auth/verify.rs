@@ -1,0 +1,201 @@
+//! The validation shared by [`TokenAuth`](super::TokenAuth) and [`LogoutService`](crate::LogoutService).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+use http::HeaderMap;
+use tokio::time::Sleep;
+
+use crate::authenticated::AuthenticatedToken;
+use crate::clock::{Clock, SystemClock};
+use crate::header::{credentials, BearerCredentials};
+use crate::response::Rejection;
+use crate::store::{StoreError, StoreFuture, TokenStore};
+use crate::token::{TokenDigest, TokenId, TokenKind, TokenRecord};
+
+/// Compared against when the id is unknown, so a miss costs what a hit costs.
+const DUMMY_DIGEST: TokenDigest = TokenDigest::from_bytes([0x5a; 32]);
+
+/// Default bound on one store lookup.
+pub(crate) const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) struct Config<St> {
+    pub(crate) store: St,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) lookup_timeout: Option<Duration>,
+    pub(crate) kind: TokenKind,
+    pub(crate) last_used: Option<Arc<LastUsed>>,
+    pub(crate) legacy_tokens: bool,
+}
+
+impl<St: Clone> Clone for Config<St> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            clock: Arc::clone(&self.clock),
+            max_age: self.max_age,
+            lookup_timeout: self.lookup_timeout,
+            kind: self.kind,
+            last_used: self.last_used.clone(),
+            legacy_tokens: self.legacy_tokens,
+        }
+    }
+}
+
+impl<St> Config<St> {
+    pub(crate) fn new(store: St) -> Self {
+        Self {
+            store,
+            clock: Arc::new(SystemClock),
+            max_age: None,
+            lookup_timeout: Some(DEFAULT_LOOKUP_TIMEOUT),
+            kind: TokenKind::Access,
+            last_used: None,
+            legacy_tokens: false,
+        }
+    }
+}
+
+impl<St: std::fmt::Debug> std::fmt::Debug for Config<St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenAuthConfig")
+            .field("store", &self.store)
+            .field("max_age", &self.max_age)
+            .field("lookup_timeout", &self.lookup_timeout)
+            .field("kind", &self.kind)
+            .field("last_used_interval", &self.last_used.as_ref().map(|l| l.interval))
+            .field("legacy_tokens", &self.legacy_tokens)
+            .finish()
+    }
+}
+
+/// Throttled last-used tracking: at most one write per token per interval, off the request path.
+pub(crate) struct LastUsed {
+    pub(crate) interval: Duration,
+    written: DashMap<TokenId, SystemTime>,
+}
+
+impl LastUsed {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self { interval, written: DashMap::new() }
+    }
+
+    fn record<St: TokenStore>(&self, store: &St, record: &TokenRecord, now: SystemTime) {
+        let recent = |at: SystemTime| now.duration_since(at).is_ok_and(|age| age < self.interval) || at > now;
+        if record.last_used_at.is_some_and(recent) {
+            return;
+        }
+        let due = match self.written.entry(record.id) {
+            dashmap::Entry::Occupied(e) if recent(*e.get()) => false,
+            dashmap::Entry::Occupied(mut e) => {
+                e.insert(now);
+                true
+            }
+            dashmap::Entry::Vacant(e) => {
+                e.insert(now);
+                true
+            }
+        };
+        if !due {
+            return;
+        }
+        if self.written.len() > 100_000 {
+            self.written.retain(|_, at| recent(*at));
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let id = record.id;
+        let write = store.touch_last_used(id, now);
+        runtime.spawn(async move {
+            if let Err(error) = write.await {
+                tracing::warn!(token_id = id, %error, "could not record token last use");
+            }
+        });
+    }
+}
+
+/// A store lookup in flight, bounded by the lookup timeout.
+pub(crate) struct Lookup {
+    future: StoreFuture<Option<Arc<TokenRecord>>>,
+    pub(crate) digest: TokenDigest,
+    timeout: Option<Duration>,
+    // Created on the first pending poll only, so stores that answer at once never touch the timer.
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Lookup {
+    pub(crate) fn poll_lookup(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Arc<TokenRecord>>, StoreError>> {
+        if let Poll::Ready(result) = Pin::new(&mut self.future).poll(cx) {
+            return Poll::Ready(result);
+        }
+        let Some(timeout) = self.timeout else { return Poll::Pending };
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(sleep.as_mut().poll(cx));
+        Poll::Ready(Err(StoreError::timeout()))
+    }
+}
+
+pub(crate) enum Started {
+    /// Decided without a pending store call.
+    Done(Result<AuthenticatedToken, Rejection>),
+    /// Waiting for the store.
+    Pending(Lookup),
+}
+
+impl<St: TokenStore> Config<St> {
+    /// Parses the header and starts the lookup. Malformed input never reaches the store.
+    #[inline]
+    pub(crate) fn start(&self, headers: &HeaderMap) -> Started {
+        let (future, digest) = match credentials(headers) {
+            BearerCredentials::Missing => return Started::Done(Err(Rejection::MissingCredentials)),
+            BearerCredentials::Malformed => return Started::Done(Err(Rejection::InvalidToken)),
+            BearerCredentials::Token(token) => (self.store.find(token.id()), TokenDigest::of(token.secret())),
+            BearerCredentials::Legacy(legacy) if self.legacy_tokens => {
+                let digest = TokenDigest::of(legacy.secret());
+                (self.store.find_by_digest(&digest), digest)
+            }
+            BearerCredentials::Legacy(_) => return Started::Done(Err(Rejection::InvalidToken)),
+        };
+        match future.try_take_ready() {
+            Ok(result) => Started::Done(self.finish(&digest, result)),
+            Err(future) => Started::Pending(Lookup { future, digest, timeout: self.lookup_timeout, sleep: None }),
+        }
+    }
+
+    /// Decides on the store's answer.
+    #[inline]
+    pub(crate) fn finish(
+        &self,
+        digest: &TokenDigest,
+        found: Result<Option<Arc<TokenRecord>>, StoreError>,
+    ) -> Result<AuthenticatedToken, Rejection> {
+        let record = match found {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                // Same work as a hit, so response time does not reveal which ids exist.
+                let _ = std::hint::black_box(DUMMY_DIGEST.ct_eq(digest));
+                return Err(Rejection::InvalidToken);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "token store failed; answering 503");
+                return Err(Rejection::StoreUnavailable);
+            }
+        };
+        let digest_matches = record.digest.ct_eq(digest);
+        if !digest_matches || record.kind != self.kind {
+            return Err(Rejection::InvalidToken);
+        }
+        let now = self.clock.now();
+        if record.is_expired(now, self.max_age) {
+            return Err(Rejection::InvalidToken);
+        }
+        if let Some(last_used) = &self.last_used {
+            last_used.record(&self.store, &record, now);
+        }
+        Ok(AuthenticatedToken::new(record))
+    }
+}

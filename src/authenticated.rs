@@ -1,0 +1,95 @@
+//! [`AuthenticatedToken`]: what the auth layer hands to handlers.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::token::{Abilities, TokenId, TokenKind, TokenRecord, UserId};
+
+/// The token that authenticated a request, inserted into the request extensions by
+/// [`TokenAuth`](crate::TokenAuth).
+///
+/// Only this crate creates it, so a handler that finds one knows the layer validated the token. It is
+/// cheap to clone (shared). `Debug` shows neither the secret (never known after issue) nor the digest.
+///
+/// ```
+/// # use http::Request;
+/// use tower_token_auth::AuthenticatedToken;
+///
+/// fn handler(request: &Request<()>) -> String {
+///     match request.extensions().get::<AuthenticatedToken>() {
+///         Some(token) if token.can("posts:write") => format!("hello, user {}", token.user_id()),
+///         Some(_) => "read-only token".to_owned(),
+///         None => unreachable!("behind TokenAuthLayer"),
+///     }
+/// }
+/// ```
+#[derive(Clone)]
+pub struct AuthenticatedToken {
+    record: Arc<TokenRecord>,
+}
+
+impl AuthenticatedToken {
+    #[inline]
+    pub(crate) fn new(record: Arc<TokenRecord>) -> Self {
+        Self { record }
+    }
+
+    /// The owner of the token.
+    pub fn user_id(&self) -> &UserId {
+        &self.record.user_id
+    }
+
+    /// The token id.
+    pub fn token_id(&self) -> TokenId {
+        self.record.id
+    }
+
+    /// The token's name (e.g. the device).
+    pub fn name(&self) -> &str {
+        &self.record.name
+    }
+
+    /// The token's abilities.
+    pub fn abilities(&self) -> &Abilities {
+        &self.record.abilities
+    }
+
+    /// Whether the token has `ability` (directly or through `"*"`).
+    pub fn can(&self, ability: &str) -> bool {
+        self.record.abilities.can(ability)
+    }
+
+    /// Access or refresh.
+    pub fn kind(&self) -> TokenKind {
+        self.record.kind
+    }
+
+    /// When the token was issued.
+    pub fn created_at(&self) -> SystemTime {
+        self.record.created_at
+    }
+
+    /// When the token expires, if it does.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.record.expires_at
+    }
+
+    /// When the token was last used, as the store last recorded it.
+    pub fn last_used_at(&self) -> Option<SystemTime> {
+        self.record.last_used_at
+    }
+}
+
+impl fmt::Debug for AuthenticatedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthenticatedToken")
+            .field("token_id", &self.record.id)
+            .field("user_id", &self.record.user_id)
+            .field("kind", &self.record.kind)
+            .field("name", &self.record.name)
+            .field("abilities", &self.record.abilities)
+            .field("expires_at", &self.record.expires_at)
+            .finish()
+    }
+}

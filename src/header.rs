@@ -1,0 +1,165 @@
+//! Reading bearer credentials from the `Authorization` header.
+//!
+//! One strict parser, documented here because Sanctum's own is permissive (it finds `Bearer ` anywhere
+//! in the value and keeps the last one): the value is trimmed of spaces and tabs; the scheme is
+//! `Bearer` in any letter case; then one or more spaces; then the token, which must be visible ASCII
+//! with no spaces (RFC 6749 `VSCHAR`s: Sanctum's `|` is outside RFC 6750's `b64token`, so the stricter
+//! grammar would reject every Sanctum token).
+//!
+//! | header                                   | outcome                                   |
+//! |------------------------------------------|-------------------------------------------|
+//! | absent, empty, or another scheme (`Basic`) | no credentials: 401 `Bearer`              |
+//! | `Bearer` with no token, a malformed token, non-UTF-8 or non-ASCII bytes, a token over 1 KiB, several `Authorization` headers | invalid: 401 `Bearer error="invalid_token"` |
+//! | `Bearer {id}\|{secret}`                  | looked up in the store                    |
+//!
+//! ```
+//! use http::HeaderValue;
+//! use tower_token_auth::header::{bearer_token, BearerCredentials};
+//!
+//! let value = HeaderValue::from_static("bearer   7|secret");
+//! match bearer_token(Some(&value)) {
+//!     BearerCredentials::Token(token) => assert_eq!(token.id(), 7),
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! assert!(matches!(bearer_token(None), BearerCredentials::Missing));
+//! ```
+
+use http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+
+use crate::token::{parse_token, ParsedToken, MAX_TOKEN_LEN};
+
+/// What the `Authorization` header holds.
+#[derive(Debug, Clone, Copy)]
+pub enum BearerCredentials<'a> {
+    /// No bearer credentials (no header, an empty one, or another scheme).
+    Missing,
+    /// Bearer credentials that cannot be a valid token.
+    Malformed,
+    /// A well-formed `{id}|{secret}` token.
+    Token(ParsedToken<'a>),
+    /// A well-formed token without `{id}|` (legacy Sanctum); only looked up when legacy tokens are enabled.
+    Legacy(LegacySecret<'a>),
+}
+
+/// The secret of a legacy, id-less token. `Debug` never prints it.
+#[derive(Clone, Copy)]
+pub struct LegacySecret<'a>(pub(crate) &'a [u8]);
+
+impl<'a> LegacySecret<'a> {
+    /// The secret bytes.
+    pub fn secret(&self) -> &'a [u8] {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for LegacySecret<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LegacySecret([redacted])")
+    }
+}
+
+/// Reads the credentials from a request's headers. Several `Authorization` headers are malformed.
+#[inline]
+pub fn credentials(headers: &HeaderMap) -> BearerCredentials<'_> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let first = values.next();
+    if first.is_some() && values.next().is_some() {
+        return BearerCredentials::Malformed;
+    }
+    bearer_token(first)
+}
+
+/// Parses one `Authorization` header value. Never panics, whatever the bytes.
+pub fn bearer_token(value: Option<&HeaderValue>) -> BearerCredentials<'_> {
+    let Some(value) = value else { return BearerCredentials::Missing };
+    let bytes = trim(value.as_bytes());
+    if bytes.is_empty() {
+        return BearerCredentials::Missing;
+    }
+    let scheme_end = bytes.iter().position(|&b| b == b' ' || b == b'\t').unwrap_or(bytes.len());
+    if !bytes[..scheme_end].eq_ignore_ascii_case(b"bearer") {
+        return BearerCredentials::Missing;
+    }
+    let rest = &bytes[scheme_end..];
+    let token_start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+    if token_start == 0 {
+        // "Bearer" alone, or followed by a tab.
+        return BearerCredentials::Malformed;
+    }
+    let token = &rest[token_start..];
+    if token.is_empty() || token.len() > MAX_TOKEN_LEN || !token.iter().all(|&b| (0x21..=0x7e).contains(&b)) {
+        return BearerCredentials::Malformed;
+    }
+    if !token.contains(&b'|') {
+        return BearerCredentials::Legacy(LegacySecret(token));
+    }
+    match parse_token(token) {
+        Some(parsed) => BearerCredentials::Token(parsed),
+        None => BearerCredentials::Malformed,
+    }
+}
+
+fn trim(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(value: &[u8]) -> BearerCredentials<'static> {
+        let value: &'static HeaderValue = Box::leak(Box::new(HeaderValue::from_bytes(value).unwrap()));
+        bearer_token(Some(value))
+    }
+
+    #[test]
+    fn scheme_is_case_insensitive_and_spaces_are_trimmed() {
+        for v in [&b"Bearer 1|abc"[..], b"bearer 1|abc", b"BEARER 1|abc", b"  Bearer    1|abc  ", b"\tBearer 1|abc\t"] {
+            assert!(matches!(parse(v), BearerCredentials::Token(t) if t.id() == 1 && t.secret() == b"abc"));
+        }
+    }
+
+    #[test]
+    fn other_schemes_and_empty_values_are_missing_credentials() {
+        for v in [&b""[..], b"   ", b"Basic dXNlcjpwYXNz", b"Token 1|abc", b"Bearer1|abc"] {
+            assert!(matches!(parse(v), BearerCredentials::Missing), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_bearer_values_are_invalid() {
+        let long = format!("Bearer 1|{}", "a".repeat(MAX_TOKEN_LEN));
+        for v in [
+            &b"Bearer"[..],
+            b"Bearer\t1|abc",
+            b"Bearer 1|abc def",
+            b"Bearer |",
+            b"Bearer 0x1|abc",
+            b"Bearer -1|abc",
+            b"Bearer 1|",
+            b"Bearer 1|ab\xffcd",
+            long.as_bytes(),
+        ] {
+            assert!(matches!(parse(v), BearerCredentials::Malformed), "{:?}", String::from_utf8_lossy(v));
+        }
+    }
+
+    #[test]
+    fn id_less_tokens_are_legacy() {
+        assert!(matches!(parse(b"Bearer abcdef"), BearerCredentials::Legacy(s) if s.secret() == b"abcdef"));
+    }
+
+    #[test]
+    fn several_authorization_headers_are_malformed() {
+        let mut headers = HeaderMap::new();
+        headers.append(AUTHORIZATION, HeaderValue::from_static("Bearer 1|a"));
+        headers.append(AUTHORIZATION, HeaderValue::from_static("Bearer 2|b"));
+        assert!(matches!(credentials(&headers), BearerCredentials::Malformed));
+    }
+}
