@@ -54,6 +54,9 @@ pub mod auth;
 mod authenticated;
 pub mod body;
 pub mod clock;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod extract;
 pub mod header;
 pub mod logout;
 pub mod refresh;
@@ -66,4 +69,6 @@ pub use authenticated::AuthenticatedToken;
 pub use logout::LogoutService;
 pub use response::Rejection;
 pub use store::{MemoryStore, StoreError, StoreFuture, TokenStore, TokenStoreExt};
+#[cfg(feature = "redis")]
+pub use store::RedisStore;
 pub use token::{Abilities, IssuedToken, NewToken, TokenId, TokenKind, TokenRecord, UserId};

@@ -26,6 +26,14 @@
 //! ```
 
 pub mod memory;
+#[cfg(feature = "sql")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))))]
+pub mod sql;
+#[cfg(feature = "sql")]
+pub use sql::SqlStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -38,6 +46,8 @@ use std::time::SystemTime;
 use crate::token::{IssuedToken, NewToken, NewTokenRecord, PlainTextToken, TokenDigest, TokenId, TokenRecord, UserId};
 
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 

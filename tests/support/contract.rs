@@ -131,18 +131,24 @@ async fn prune_removes_expired_tokens_only<St: TokenStore>(store: &St) {
     let user = fresh_user();
     let now = now_secs();
     let expired = store
-        .issue(NewToken::access(user.clone()).issued_at(now - Duration::from_secs(7200)).expires_at(now - Duration::from_secs(3600)))
+        .issue(
+            NewToken::access(user.clone())
+                .issued_at(now - Duration::from_secs(7200))
+                .expires_at(now - Duration::from_secs(3600)),
+        )
         .await
         .unwrap();
     let live = store
         .issue(NewToken::access(user.clone()).issued_at(now).expires_at(now + Duration::from_secs(3600)))
         .await
         .unwrap();
-    let pruned = store.prune_expired(now, None).await.unwrap();
-    assert!(pruned >= 1);
+    // Stores with native TTLs (Redis) may have dropped the expired token before prune runs, so only
+    // its absence is asserted, not the count.
+    store.prune_expired(now, None).await.unwrap();
     assert!(store.find(expired.record.id).await.unwrap().is_none());
     assert!(store.find(live.record.id).await.unwrap().is_some());
-    let pruned = store.prune_expired(now - Duration::from_secs(86400), Some(now + Duration::from_secs(1))).await.unwrap();
+    let pruned =
+        store.prune_expired(now - Duration::from_secs(86400), Some(now + Duration::from_secs(1))).await.unwrap();
     assert!(pruned >= 1, "created_before prunes by age");
     assert!(store.find(live.record.id).await.unwrap().is_none());
     assert_eq!(store.revoke_all_for_user(&user).await.unwrap(), 0, "pruned tokens left the user index");
