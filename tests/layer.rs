@@ -414,3 +414,47 @@ async fn no_request_started_after_logout_is_authenticated() {
         assert!(memory.is_empty());
     }
 }
+
+/// A store that panics, synchronously or while polled.
+#[derive(Clone)]
+struct PanickingStore {
+    while_polled: bool,
+}
+
+impl TokenStore for PanickingStore {
+    fn find(&self, _: TokenId) -> StoreFuture<Option<Arc<TokenRecord>>> {
+        if self.while_polled {
+            StoreFuture::new(async { panic!("store bug while polled") })
+        } else {
+            panic!("store bug in find")
+        }
+    }
+    fn insert(&self, _: NewTokenRecord) -> StoreFuture<TokenId> {
+        unimplemented!()
+    }
+    fn revoke(&self, _: TokenId) -> StoreFuture<bool> {
+        unimplemented!()
+    }
+    fn revoke_all_for_user(&self, _: &UserId) -> StoreFuture<u64> {
+        unimplemented!()
+    }
+    fn mark_refresh_rotated(&self, _: TokenId) -> StoreFuture<bool> {
+        unimplemented!()
+    }
+    fn prune_expired(&self, _: SystemTime, _: Option<SystemTime>) -> StoreFuture<u64> {
+        unimplemented!()
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_store_is_answered_503_and_the_server_keeps_serving() {
+    for while_polled in [false, true] {
+        let addr = start(TokenAuthLayer::new(PanickingStore { while_polled })).await;
+        let c = client();
+        for _ in 0..3 {
+            let reply = send(&c, addr, "GET", "/", Some("Bearer 1|secret")).await;
+            assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "while polled: {while_polled}");
+        }
+        assert_eq!(send(&c, addr, "GET", "/", None).await.status, StatusCode::UNAUTHORIZED);
+    }
+}

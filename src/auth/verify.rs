@@ -1,6 +1,7 @@
 //! The validation shared by [`TokenAuth`](super::TokenAuth) and [`LogoutService`](crate::LogoutService).
 
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -118,6 +119,18 @@ impl LastUsed {
     }
 }
 
+fn store_panicked() -> StoreError {
+    tracing::error!("token store panicked; answering 503");
+    StoreError::backend("the token store panicked")
+}
+
+/// Runs a store call, turning a panic into a store error: a buggy store must not take the server down
+/// or let a request through.
+#[inline]
+fn guard_panic<T>(call: impl FnOnce() -> StoreFuture<T>) -> StoreFuture<T> {
+    catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|_| StoreFuture::ready(Err(store_panicked())))
+}
+
 /// A store lookup in flight, bounded by the lookup timeout.
 pub(crate) struct Lookup {
     future: StoreFuture<Option<Arc<TokenRecord>>>,
@@ -129,8 +142,12 @@ pub(crate) struct Lookup {
 
 impl Lookup {
     pub(crate) fn poll_lookup(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Arc<TokenRecord>>, StoreError>> {
-        if let Poll::Ready(result) = Pin::new(&mut self.future).poll(cx) {
-            return Poll::Ready(result);
+        let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut self.future).poll(cx)));
+        match polled {
+            Ok(Poll::Ready(result)) => return Poll::Ready(result),
+            Ok(Poll::Pending) => {}
+            // The store future is unusable after a panic; answer as for any other store failure.
+            Err(_) => return Poll::Ready(Err(store_panicked())),
         }
         let Some(timeout) = self.timeout else { return Poll::Pending };
         let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
@@ -153,10 +170,12 @@ impl<St: TokenStore> Config<St> {
         let (future, digest) = match credentials(headers) {
             BearerCredentials::Missing => return Started::Done(Err(Rejection::MissingCredentials)),
             BearerCredentials::Malformed => return Started::Done(Err(Rejection::InvalidToken)),
-            BearerCredentials::Token(token) => (self.store.find(token.id()), TokenDigest::of(token.secret())),
+            BearerCredentials::Token(token) => {
+                (guard_panic(|| self.store.find(token.id())), TokenDigest::of(token.secret()))
+            }
             BearerCredentials::Legacy(legacy) if self.legacy_tokens => {
                 let digest = TokenDigest::of(legacy.secret());
-                (self.store.find_by_digest(&digest), digest)
+                (guard_panic(|| self.store.find_by_digest(&digest)), digest)
             }
             BearerCredentials::Legacy(_) => return Started::Done(Err(Rejection::InvalidToken)),
         };
