@@ -1,0 +1,218 @@
+//! tonic 0.14: a real tonic server on loopback in front of the gRPC health service, called by a real tonic
+//! client over a `Channel`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::net::TcpListener;
+use tonic::metadata::MetadataValue;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Server};
+use tonic::{Code, Request, Response, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+use tonic_health::server::{HealthReporter, HealthService, WatchStream};
+use tower::buffer::BufferLayer;
+use tower_token_auth::token::NewTokenRecord;
+use tower_token_auth::{
+    AuthenticatedToken, MemoryStore, NewToken, StoreError, StoreFuture, TokenAuthLayer, TokenId, TokenRecord,
+    TokenStore, TokenStoreExt, UserId,
+};
+
+/// The health service, plus what any handler of yours would do: read the token from the extensions.
+/// It answers with the user id in the `x-user-id` metadata, so the client can see the handler saw it.
+struct WhoAmI {
+    inner: HealthService,
+}
+
+#[tonic::async_trait]
+impl Health for WhoAmI {
+    async fn check(&self, request: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
+        let token = request.extensions().get::<AuthenticatedToken>().cloned();
+        let token = token.ok_or_else(|| Status::internal("TokenAuthLayer did not run"))?;
+        let mut response = self.inner.check(request).await?;
+        let user_id = MetadataValue::try_from(token.user_id().to_string()).expect("ascii user id");
+        response.metadata_mut().insert("x-user-id", user_id);
+        Ok(response)
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, request: Request<HealthCheckRequest>) -> Result<Response<WatchStream>, Status> {
+        self.inner.watch(request).await
+    }
+}
+
+fn health() -> HealthServer<WhoAmI> {
+    HealthServer::new(WhoAmI { inner: HealthService::from_health_reporter(HealthReporter::new()) })
+}
+
+/// A loopback listener and a channel that will connect to it.
+async fn listen() -> (TcpIncoming, Channel) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    (TcpIncoming::from(listener), Channel::from_shared(url).unwrap().connect_lazy())
+}
+
+/// Serves the health service behind the auth layer.
+async fn serve(store: impl TokenStore) -> HealthClient<Channel> {
+    let (incoming, channel) = listen().await;
+    let router = Server::builder().layer(TokenAuthLayer::new(store)).add_service(health());
+    tokio::spawn(router.serve_with_incoming(incoming));
+    HealthClient::new(channel)
+}
+
+async fn check(
+    client: &mut HealthClient<Channel>,
+    authorization: Option<&str>,
+) -> Result<Response<HealthCheckResponse>, Status> {
+    let mut request = Request::new(HealthCheckRequest { service: String::new() });
+    if let Some(authorization) = authorization {
+        request.metadata_mut().insert("authorization", authorization.parse().unwrap());
+    }
+    client.check(request).await
+}
+
+fn assert_served_for(result: Result<Response<HealthCheckResponse>, Status>, user: &str) {
+    let response = result.expect("authenticated call succeeds");
+    assert_eq!(response.metadata().get("x-user-id").unwrap(), user);
+    assert_eq!(response.into_inner().status, ServingStatus::Serving as i32);
+}
+
+fn assert_code(result: Result<Response<HealthCheckResponse>, Status>, code: Code) {
+    let status = result.expect_err("call is rejected");
+    assert_eq!(status.code(), code, "{status:?}");
+}
+
+async fn bearer(store: &impl TokenStore, token: NewToken) -> (TokenId, String) {
+    let issued = store.issue(token).await.unwrap();
+    (issued.record.id, format!("Bearer {}", issued.plain_text.expose()))
+}
+
+#[tokio::test]
+async fn valid_token_is_served_and_the_handler_sees_it() {
+    let store = MemoryStore::new();
+    let (_, token) = bearer(&store, NewToken::access(42u64)).await;
+    let mut client = serve(store).await;
+
+    assert_served_for(check(&mut client, Some(&token)).await, "42");
+}
+
+#[tokio::test]
+async fn missing_invalid_and_revoked_tokens_are_unauthenticated() {
+    let store = MemoryStore::new();
+    let (revoked_id, revoked) = bearer(&store, NewToken::access(1u64)).await;
+    let (_, refresh) = bearer(&store, NewToken::refresh(1u64)).await;
+    assert!(store.revoke(revoked_id).await.unwrap());
+    let mut client = serve(store).await;
+
+    let result = check(&mut client, None).await;
+    let status = result.as_ref().expect_err("no token");
+    assert_eq!(status.message(), "Unauthenticated.");
+    assert_code(result, Code::Unauthenticated);
+
+    for authorization in ["Bearer 1|wrong", "Bearer garbage", "Basic dXNlcjpwYXNz", revoked.as_str(), refresh.as_str()]
+    {
+        assert_code(check(&mut client, Some(authorization)).await, Code::Unauthenticated);
+    }
+}
+
+/// A store whose backend is down.
+#[derive(Clone, Copy)]
+struct DownStore;
+
+fn down<T>() -> StoreFuture<T> {
+    StoreFuture::ready(Err(StoreError::backend("down")))
+}
+
+impl TokenStore for DownStore {
+    fn find(&self, _: TokenId) -> StoreFuture<Option<Arc<TokenRecord>>> {
+        down()
+    }
+    fn insert(&self, _: NewTokenRecord) -> StoreFuture<TokenId> {
+        down()
+    }
+    fn revoke(&self, _: TokenId) -> StoreFuture<bool> {
+        down()
+    }
+    fn revoke_all_for_user(&self, _: &UserId) -> StoreFuture<u64> {
+        down()
+    }
+    fn mark_refresh_rotated(&self, _: TokenId) -> StoreFuture<bool> {
+        down()
+    }
+    fn prune_expired(&self, _: SystemTime, _: Option<SystemTime>) -> StoreFuture<u64> {
+        down()
+    }
+}
+
+#[tokio::test]
+async fn store_down_is_unavailable_not_unauthenticated() {
+    let mut client = serve(DownStore).await;
+
+    assert_code(check(&mut client, Some("Bearer 1|secret")).await, Code::Unavailable);
+    // Malformed input never reaches the store.
+    assert_code(check(&mut client, Some("Bearer garbage")).await, Code::Unauthenticated);
+}
+
+/// `MemoryStore` behind lookups that really suspend, so the layer takes its pending path.
+#[derive(Clone)]
+struct YieldingStore(MemoryStore);
+
+impl TokenStore for YieldingStore {
+    fn find(&self, id: TokenId) -> StoreFuture<Option<Arc<TokenRecord>>> {
+        let lookup = self.0.find(id);
+        StoreFuture::new(async move {
+            tokio::task::yield_now().await;
+            lookup.await
+        })
+    }
+    fn insert(&self, token: NewTokenRecord) -> StoreFuture<TokenId> {
+        self.0.insert(token)
+    }
+    fn revoke(&self, id: TokenId) -> StoreFuture<bool> {
+        self.0.revoke(id)
+    }
+    fn revoke_all_for_user(&self, user_id: &UserId) -> StoreFuture<u64> {
+        self.0.revoke_all_for_user(user_id)
+    }
+    fn mark_refresh_rotated(&self, id: TokenId) -> StoreFuture<bool> {
+        self.0.mark_refresh_rotated(id)
+    }
+    fn prune_expired(&self, expired_before: SystemTime, created_before: Option<SystemTime>) -> StoreFuture<u64> {
+        self.0.prune_expired(expired_before, created_before)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffer_inside_the_auth_layer_survives_concurrent_calls() {
+    let store = YieldingStore(MemoryStore::new());
+    let mut tokens = Vec::new();
+    for user in 0..8u64 {
+        tokens.push((user, bearer(&store, NewToken::access(user)).await.1));
+    }
+
+    let (incoming, channel) = listen().await;
+    // auth -> buffer(1) -> routes: the service the layer made ready is a `Buffer` holding one reserved slot.
+    let router = Server::builder().layer(TokenAuthLayer::new(store)).layer(BufferLayer::new(1)).add_service(health());
+    tokio::spawn(router.serve_with_incoming(incoming));
+    let client = HealthClient::new(channel);
+
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..200usize {
+        let mut client = client.clone();
+        let (user, token) = tokens[i % tokens.len()].clone();
+        calls.spawn(async move {
+            if i % 3 == 0 {
+                assert_code(check(&mut client, Some("Bearer 1|wrong")).await, Code::Unauthenticated);
+            } else {
+                assert_served_for(check(&mut client, Some(&token)).await, &user.to_string());
+            }
+        });
+    }
+    while let Some(call) = calls.join_next().await {
+        call.expect("no call panicked");
+    }
+}
