@@ -184,10 +184,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Inner { future } => Poll::Ready(Ok(ready!(future.poll(cx))?.map(ResponseBody::inner))),
-            KindProj::Rejected { response } => Poll::Ready(Ok(response
-                .take()
-                .expect("future polled after completion")
-                .map(ResponseBody::rejection))),
+            KindProj::Rejected { response } => {
+                Poll::Ready(Ok(response.take().expect("future polled after completion").map(ResponseBody::rejection)))
+            }
         }
     }
 }

@@ -68,7 +68,7 @@ pub use auth::{TokenAuth, TokenAuthLayer};
 pub use authenticated::AuthenticatedToken;
 pub use logout::LogoutService;
 pub use response::Rejection;
-pub use store::{MemoryStore, StoreError, StoreFuture, TokenStore, TokenStoreExt};
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
+pub use store::{MemoryStore, StoreError, StoreFuture, TokenStore, TokenStoreExt};
 pub use token::{Abilities, IssuedToken, NewToken, TokenId, TokenKind, TokenRecord, UserId};

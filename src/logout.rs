@@ -201,9 +201,7 @@ impl Future for LogoutFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.get_mut().state {
-            LogoutState::Ready(response) => {
-                Poll::Ready(Ok(response.take().expect("future polled after completion")))
-            }
+            LogoutState::Ready(response) => Poll::Ready(Ok(response.take().expect("future polled after completion"))),
             LogoutState::Pending(future) => future.as_mut().poll(cx).map(Ok),
         }
     }
