@@ -70,5 +70,7 @@ pub use logout::LogoutService;
 pub use response::Rejection;
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
+#[cfg(feature = "sql")]
+pub use store::SqlStore;
 pub use store::{MemoryStore, StoreError, StoreFuture, TokenStore, TokenStoreExt};
 pub use token::{Abilities, IssuedToken, NewToken, TokenId, TokenKind, TokenRecord, UserId};
