@@ -1,0 +1,572 @@
+//! End-to-end tests of `examples/server.rs`: each test starts the real example binary on a free port and
+//! drives it over loopback TCP with reqwest, the way a client application would.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+
+const DEMO_EMAIL: &str = "demo@example.com";
+const DEMO_PASSWORD: &str = "demo-password";
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+const UNAUTHENTICATED: &str = r#"{"message":"Unauthenticated."}"#;
+const INVALID_TOKEN: &str = r#"Bearer error="invalid_token""#;
+
+/// The example binary, built once per test run with the features this test was built with, so that it
+/// is never stale (a no-op when `cargo test` has just built it).
+fn server_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/debug/deps/server_e2e-* -> target/debug/examples/server
+        let profile_dir = exe.parent().and_then(Path::parent).expect("test executable in target/<profile>/deps");
+        let binary = profile_dir.join("examples").join(format!("server{}", std::env::consts::EXE_SUFFIX));
+        let features: Vec<&str> = [
+            ("axum", cfg!(feature = "axum")),
+            ("redis", cfg!(feature = "redis")),
+            ("postgres", cfg!(feature = "postgres")),
+            ("mysql", cfg!(feature = "mysql")),
+            ("sqlite", cfg!(feature = "sqlite")),
+        ]
+        .into_iter()
+        .filter_map(|(name, enabled)| enabled.then_some(name))
+        .collect();
+        let mut build = Command::new(env!("CARGO"));
+        build.current_dir(env!("CARGO_MANIFEST_DIR")).args(["build", "--example", "server"]);
+        if !features.is_empty() {
+            build.args(["--features", &features.join(",")]);
+        }
+        let status = build.status().expect("run cargo build --example server");
+        assert!(status.success(), "cargo build --example server failed");
+        assert!(binary.exists(), "{} missing after the build", binary.display());
+        binary
+    })
+}
+
+/// A running example server, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    stderr: Arc<Mutex<String>>,
+    client: Client,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Self {
+        Self::start_with_log(args, "info")
+    }
+
+    fn start_with_log(args: &[&str], rust_log: &str) -> Self {
+        let mut child = Command::new(server_binary())
+            .args(["--addr", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", rust_log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the example server");
+        let (address_tx, address_rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(address) = line.strip_prefix("listening on http://") {
+                    let _ = address_tx.send(address.to_owned());
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("piped stderr");
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buffer) {
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        });
+        let client = Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("reqwest client");
+        let mut server = Server { child, base: String::new(), stderr, client };
+
+        let address = address_rx
+            .recv_timeout(STARTUP_TIMEOUT)
+            .unwrap_or_else(|_| panic!("server printed no listen address; stderr:\n{}", server.logs()));
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while TcpStream::connect(&address).is_err() {
+            assert!(Instant::now() < deadline, "server never accepted a connection on {address}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.base = format!("http://{address}");
+        server
+    }
+
+    fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, method: Method, path: &str, bearer: Option<&str>) -> Reply {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = bearer {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        Reply::from(request.send().await.expect("request")).await
+    }
+
+    async fn get(&self, path: &str, bearer: Option<&str>) -> Reply {
+        self.send(Method::GET, path, bearer).await
+    }
+
+    async fn post(&self, path: &str, bearer: Option<&str>) -> Reply {
+        self.send(Method::POST, path, bearer).await
+    }
+
+    async fn post_json(&self, path: &str, body: &Value) -> Reply {
+        Reply::from(self.client.post(self.url(path)).json(body).send().await.expect("request")).await
+    }
+
+    async fn post_raw(&self, path: &str, content_type: Option<&str>, body: impl Into<reqwest::Body>) -> Reply {
+        let mut request = self.client.post(self.url(path)).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header(CONTENT_TYPE, content_type);
+        }
+        Reply::from(request.send().await.expect("request")).await
+    }
+
+    /// Logs in and returns the token pair, asserting the response shape.
+    async fn login(&self, email: &str, password: &str, device: &str) -> Tokens {
+        let reply = self
+            .post_json("/api/v1/auth/login", &json!({"email": email, "password": password, "device_name": device}))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "login failed: {}", reply.body);
+        reply.tokens()
+    }
+
+    async fn refresh(&self, refresh_token: &str) -> Reply {
+        self.post("/api/v1/auth/refresh", Some(refresh_token)).await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response, read whole.
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    async fn from(response: reqwest::Response) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.text().await.expect("response body");
+        Reply { status, headers, body }
+    }
+
+    fn json(&self) -> Value {
+        assert_eq!(self.header(CONTENT_TYPE.as_str()), "application/json", "body: {}", self.body);
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+
+    fn tokens(&self) -> Tokens {
+        assert_eq!(self.header(CACHE_CONTROL.as_str()), "no-store");
+        let body = self.json();
+        assert_eq!(body["token_type"], "Bearer");
+        let token = |field: &str| {
+            let token = body[field].as_str().unwrap_or_else(|| panic!("no {field} in {body}")).to_owned();
+            let (id, secret) = token.split_once('|').unwrap_or_else(|| panic!("{field} {token:?} is not id|secret"));
+            assert!(id.parse::<u64>().is_ok() && secret.len() >= 40, "{field} {token:?} is not Sanctum-shaped");
+            token
+        };
+        let tokens = Tokens {
+            access: token("access_token"),
+            refresh: token("refresh_token"),
+            expires_in: body["expires_in"].as_u64().expect("expires_in"),
+        };
+        assert_ne!(tokens.access, tokens.refresh);
+        tokens
+    }
+
+    /// The crate's 401: exact body and `WWW-Authenticate`.
+    fn assert_unauthenticated(&self, www_authenticate: &str) {
+        assert_eq!(self.status, StatusCode::UNAUTHORIZED, "body: {}", self.body);
+        assert_eq!(self.body, UNAUTHENTICATED);
+        assert_eq!(self.header(CONTENT_TYPE.as_str()), "application/json");
+        assert_eq!(self.header(WWW_AUTHENTICATE.as_str()), www_authenticate);
+    }
+
+    fn assert_invalid_token(&self) {
+        self.assert_unauthenticated(INVALID_TOKEN);
+    }
+
+    fn assert_message(&self, status: StatusCode, message: &str) {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        assert_eq!(self.json(), json!({ "message": message }));
+    }
+
+    /// Laravel's 422: a message and `errors` naming exactly `fields`.
+    fn assert_invalid_fields(&self, fields: &[&str]) -> Value {
+        assert_eq!(self.status, StatusCode::UNPROCESSABLE_ENTITY, "body: {}", self.body);
+        let body = self.json();
+        let errors = body["errors"].as_object().unwrap_or_else(|| panic!("no errors in {body}"));
+        let mut named: Vec<&str> = errors.keys().map(String::as_str).collect();
+        named.sort_unstable();
+        assert_eq!(named, fields, "body: {body}");
+        for messages in errors.values() {
+            assert!(messages.as_array().is_some_and(|m| !m.is_empty() && m.iter().all(Value::is_string)), "{body}");
+        }
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+        body
+    }
+}
+
+struct Tokens {
+    access: String,
+    refresh: String,
+    expires_in: u64,
+}
+
+fn token_id(token: &str) -> u64 {
+    token.split_once('|').and_then(|(id, _)| id.parse().ok()).expect("id|secret")
+}
+
+#[tokio::test]
+async fn login_status_user_and_refresh_flow() {
+    let server = Server::start(&[]);
+    let tokens = server.login(DEMO_EMAIL, DEMO_PASSWORD, "laptop").await;
+    assert_eq!(tokens.expires_in, 3600);
+
+    let status = server.get("/api/v1/auth/status", Some(&tokens.access)).await;
+    assert_eq!(status.status, StatusCode::OK, "{}", status.body);
+    let status = status.json();
+    assert_eq!(status["authenticated"], true);
+    assert_eq!(status["user"], json!({"id": 1, "email": DEMO_EMAIL, "name": "demo"}));
+    assert_eq!(status["token"]["id"], token_id(&tokens.access));
+    assert_eq!(status["token"]["name"], "laptop");
+    assert_eq!(status["token"]["abilities"], json!(["*"]));
+    let created_at = status["token"]["created_at"].as_u64().expect("created_at in unix seconds");
+    let expires_at = status["token"]["expires_at"].as_u64().expect("expires_at in unix seconds");
+    assert_eq!(expires_at - created_at, 3600);
+
+    let user = server.get("/api/v1/user", Some(&tokens.access)).await;
+    assert_eq!(user.status, StatusCode::OK);
+    assert_eq!(user.json(), json!({"id": 1, "email": DEMO_EMAIL, "name": "demo"}));
+
+    let refreshed = server.refresh(&tokens.refresh).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    let refreshed = refreshed.tokens();
+    assert_ne!(refreshed.access, tokens.access);
+    assert_ne!(refreshed.refresh, tokens.refresh);
+    assert_eq!(server.get("/api/v1/user", Some(&refreshed.access)).await.status, StatusCode::OK);
+    let status = server.get("/api/v1/auth/status", Some(&refreshed.access)).await.json();
+    assert_eq!(status["token"]["name"], "laptop", "the device name survives rotation");
+
+    // The new refresh token rotates in turn.
+    let again = server.refresh(&refreshed.refresh).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+}
+
+#[tokio::test]
+async fn reusing_a_rotated_refresh_token_revokes_every_token_of_the_user() {
+    let server = Server::start(&[]);
+    let first = server.login(DEMO_EMAIL, DEMO_PASSWORD, "phone").await;
+    let second = server.refresh(&first.refresh).await.tokens();
+
+    // The rotated token is presented again: someone copied it.
+    server.refresh(&first.refresh).await.assert_invalid_token();
+
+    // Every token of the user is gone, including the pair issued by the legitimate refresh.
+    server.get("/api/v1/user", Some(&second.access)).await.assert_invalid_token();
+    server.get("/api/v1/user", Some(&first.access)).await.assert_invalid_token();
+    server.refresh(&second.refresh).await.assert_invalid_token();
+
+    // Logging in again works.
+    let fresh = server.login(DEMO_EMAIL, DEMO_PASSWORD, "phone").await;
+    assert_eq!(server.get("/api/v1/user", Some(&fresh.access)).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn tokens_of_the_wrong_kind_are_rejected() {
+    let server = Server::start(&[]);
+    let tokens = server.login(DEMO_EMAIL, DEMO_PASSWORD, "cli").await;
+
+    server.refresh(&tokens.access).await.assert_invalid_token();
+    server.get("/api/v1/user", Some(&tokens.refresh)).await.assert_invalid_token();
+    server.get("/api/v1/auth/status", Some(&tokens.refresh)).await.assert_invalid_token();
+    let forged = format!("{}|{}", token_id(&tokens.refresh), "x".repeat(48));
+    server.refresh(&forged).await.assert_invalid_token();
+    server.refresh("not-a-token").await.assert_invalid_token();
+    server.post("/api/v1/auth/refresh", None).await.assert_unauthenticated("Bearer");
+    server.get("/api/v1/user", None).await.assert_unauthenticated("Bearer");
+    server.get("/api/v1/auth/status", Some("1|wrong")).await.assert_invalid_token();
+
+    // None of those attempts revoked anything.
+    assert_eq!(server.get("/api/v1/user", Some(&tokens.access)).await.status, StatusCode::OK);
+    assert_eq!(server.refresh(&tokens.refresh).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn logout_revokes_every_device_of_the_user_only() {
+    let server = Server::start(&["--user", "alice@example.com:alice-pass", "--user", "bob@example.com:bob-pass"]);
+    let laptop = server.login("alice@example.com", "alice-pass", "laptop").await;
+    let phone = server.login("alice@example.com", "alice-pass", "phone").await;
+    let bob = server.login("bob@example.com", "bob-pass", "desktop").await;
+    let user = server.get("/api/v1/user", Some(&phone.access)).await.json();
+    assert_eq!(user, json!({"id": 1, "email": "alice@example.com", "name": "alice"}));
+
+    let logout = server.post("/api/v1/auth/logout", Some(&laptop.access)).await;
+    assert_eq!(logout.status, StatusCode::OK);
+    assert_eq!(logout.body, r#"{"message":"Successfully logged out"}"#);
+    assert_eq!(logout.header(CONTENT_TYPE.as_str()), "application/json");
+
+    for tokens in [&laptop, &phone] {
+        server.get("/api/v1/user", Some(&tokens.access)).await.assert_invalid_token();
+        server.get("/api/v1/auth/status", Some(&tokens.access)).await.assert_invalid_token();
+        server.refresh(&tokens.refresh).await.assert_invalid_token();
+    }
+    // Logging out twice: the token is already revoked.
+    server.post("/api/v1/auth/logout", Some(&laptop.access)).await.assert_invalid_token();
+    server.post("/api/v1/auth/logout", Some(&phone.access)).await.assert_invalid_token();
+
+    // Another user is not affected.
+    let bob_user = server.get("/api/v1/user", Some(&bob.access)).await;
+    assert_eq!(bob_user.status, StatusCode::OK);
+    assert_eq!(bob_user.json()["email"], "bob@example.com");
+    assert_eq!(server.refresh(&bob.refresh).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn logout_without_valid_credentials_follows_the_spec() {
+    let server = Server::start(&[]);
+    server.post("/api/v1/auth/logout", None).await.assert_unauthenticated("Bearer");
+    server.post("/api/v1/auth/logout", Some("7|no-such-token")).await.assert_invalid_token();
+    server.post("/api/v1/auth/logout", Some("")).await.assert_invalid_token();
+    let basic = server
+        .client
+        .post(server.url("/api/v1/auth/logout"))
+        .header(AUTHORIZATION, "Basic ZGVtbzpkZW1v")
+        .send()
+        .await
+        .expect("request");
+    Reply::from(basic).await.assert_unauthenticated("Bearer");
+
+    let tokens = server.login(DEMO_EMAIL, DEMO_PASSWORD, "laptop").await;
+    server.post("/api/v1/auth/logout", Some(&tokens.refresh)).await.assert_invalid_token();
+    let get = server.get("/api/v1/auth/logout", Some(&tokens.access)).await;
+    get.assert_message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.");
+    assert_eq!(get.header(ALLOW.as_str()), "POST");
+    // Neither the refresh token nor the GET logged anyone out.
+    assert_eq!(server.get("/api/v1/user", Some(&tokens.access)).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn expired_access_token_is_rejected_and_can_be_refreshed() {
+    let server = Server::start(&["--access-ttl", "1"]);
+    let tokens = server.login(DEMO_EMAIL, DEMO_PASSWORD, "laptop").await;
+    assert_eq!(tokens.expires_in, 1);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    server.get("/api/v1/user", Some(&tokens.access)).await.assert_invalid_token();
+    server.post("/api/v1/auth/logout", Some(&tokens.access)).await.assert_invalid_token();
+    let refreshed = server.refresh(&tokens.refresh).await.tokens();
+    assert_eq!(server.get("/api/v1/user", Some(&refreshed.access)).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn wrong_credentials_get_401() {
+    let server = Server::start(&[]);
+    for (email, password) in [(DEMO_EMAIL, "wrong-password"), ("nobody@example.com", DEMO_PASSWORD), (DEMO_EMAIL, " ")]
+    {
+        let reply = server.post_json("/api/v1/auth/login", &json!({"email": email, "password": password})).await;
+        reply.assert_message(StatusCode::UNAUTHORIZED, "Invalid credentials.");
+    }
+    // Emails are case-insensitive; the device name is optional.
+    let reply =
+        server.post_json("/api/v1/auth/login", &json!({"email": "Demo@Example.com", "password": DEMO_PASSWORD})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+}
+
+#[tokio::test]
+async fn invalid_login_bodies_get_422_naming_the_field() {
+    let server = Server::start(&[]);
+    let login = "/api/v1/auth/login";
+
+    let body = server.post_json(login, &json!({})).await.assert_invalid_fields(&["email", "password"]);
+    assert_eq!(body["message"], "The email field is required. (and 1 more error)");
+    assert_eq!(body["errors"]["email"], json!(["The email field is required."]));
+
+    let cases = [
+        (json!({"email": DEMO_EMAIL}), vec!["password"]),
+        (json!({"email": "", "password": "x"}), vec!["email"]),
+        (json!({"email": "not-an-email", "password": "x"}), vec!["email"]),
+        (json!({"email": 5, "password": "x"}), vec!["email"]),
+        (json!({"email": DEMO_EMAIL, "password": ["x"]}), vec!["password"]),
+        (json!({"email": DEMO_EMAIL, "password": DEMO_PASSWORD, "device_name": {"x": 1}}), vec!["device_name"]),
+        (json!({"email": DEMO_EMAIL, "password": DEMO_PASSWORD, "device_name": "d".repeat(256)}), vec!["device_name"]),
+        (json!([DEMO_EMAIL, DEMO_PASSWORD]), vec!["body"]),
+        (json!(null), vec!["body"]),
+    ];
+    for (body, fields) in cases {
+        let reply = server.post_json(login, &body).await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{body} -> {}", reply.body);
+        reply.assert_invalid_fields(&fields);
+    }
+
+    let credentials = format!(r#"{{"email":"{DEMO_EMAIL}","password":"{DEMO_PASSWORD}"}}"#);
+    for (content_type, body) in [
+        (Some("application/json"), r#"{"email":"#.to_owned()),
+        (Some("application/json"), "not json".to_owned()),
+        (Some("application/json"), String::new()),
+        (None, credentials.clone()),
+        (Some("text/plain"), credentials.clone()),
+        (Some("application/x-www-form-urlencoded"), format!("email={DEMO_EMAIL}&password={DEMO_PASSWORD}")),
+    ] {
+        let reply = server.post_raw(login, content_type, body).await;
+        reply.assert_invalid_fields(&["body"]);
+    }
+    let utf8_garbage = vec![b'{', 0xff, 0xfe, b'}'];
+    server.post_raw(login, Some("application/json"), utf8_garbage).await.assert_invalid_fields(&["body"]);
+}
+
+#[tokio::test]
+async fn oversized_body_gets_413_json() {
+    let server = Server::start(&[]);
+    let huge = json!({"email": DEMO_EMAIL, "password": "p".repeat(17 * 1024)});
+    let reply = server.post_json("/api/v1/auth/login", &huge).await;
+    reply.assert_message(StatusCode::PAYLOAD_TOO_LARGE, "The request body is too large.");
+    // The server is still fine.
+    server.login(DEMO_EMAIL, DEMO_PASSWORD, "laptop").await;
+}
+
+#[tokio::test]
+async fn unknown_paths_get_404_and_wrong_methods_405_json_without_auth() {
+    let server = Server::start(&[]);
+    for path in ["/", "/api", "/api/v1", "/api/v1/nope", "/api/v1/auth/status/", "/api/v2/user", "/%ff%00"] {
+        server.get(path, None).await.assert_message(StatusCode::NOT_FOUND, "Not found.");
+        server.post(path, None).await.assert_message(StatusCode::NOT_FOUND, "Not found.");
+    }
+    // A wrong method is 405 before any authentication: not 401.
+    for (method, path, allow) in [
+        (Method::GET, "/api/v1/auth/login", "POST"),
+        (Method::PUT, "/api/v1/auth/refresh", "POST"),
+        (Method::POST, "/api/v1/auth/status", "GET,HEAD"),
+        (Method::DELETE, "/api/v1/user", "GET,HEAD"),
+        (Method::DELETE, "/api/v1/auth/logout", "POST"),
+    ] {
+        let reply = server.send(method.clone(), path, None).await;
+        reply.assert_message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.");
+        assert_eq!(reply.header(ALLOW.as_str()), allow, "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn authorization_header_and_password_are_never_logged() {
+    let server = Server::start_with_log(&[], "debug");
+    let tokens = server.login(DEMO_EMAIL, DEMO_PASSWORD, "laptop").await;
+    assert_eq!(server.get("/api/v1/user", Some(&tokens.access)).await.status, StatusCode::OK);
+    assert_eq!(server.refresh(&tokens.refresh).await.status, StatusCode::OK);
+
+    // Headers are logged at debug level; wait until the last request's are.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.logs().matches(r#""authorization": Sensitive"#).count() < 2 {
+        assert!(Instant::now() < deadline, "request headers were not logged:\n{}", server.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logs = server.logs();
+    for secret in [&tokens.access, &tokens.refresh] {
+        let (_, secret) = secret.split_once('|').unwrap();
+        assert!(!logs.contains(secret), "a token secret was logged:\n{logs}");
+    }
+    assert!(!logs.contains(DEMO_PASSWORD), "the password was logged:\n{logs}");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_shuts_the_server_down_gracefully() {
+    let mut server = Server::start(&[]);
+    let pid = server.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().expect("wait for the server") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "server still running 10 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "exit status {exit}");
+    assert!(server.logs().contains("shutting down"));
+}
+
+#[test]
+fn help_lists_every_flag() {
+    let output = Command::new(server_binary()).arg("--help").output().expect("run --help");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in ["--addr", "--access-ttl", "--refresh-ttl", "--store", "--user", "--prune-interval"] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
+}
+
+/// Runs the binary expecting it to refuse to start, and returns its stderr.
+fn startup_error(args: &[&str]) -> String {
+    let output = Command::new(server_binary())
+        .args(["--addr", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the server");
+    assert!(!output.status.success(), "server started with {args:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn bad_flags_are_clear_startup_errors() {
+    assert!(startup_error(&["--store", "bogus://x"]).contains("unknown --store"));
+    assert!(startup_error(&["--user", "no-colon"]).contains("EMAIL:PASSWORD"));
+    assert!(startup_error(&["--access-ttl", "0"]).contains("--access-ttl"));
+    if !cfg!(feature = "redis") {
+        assert!(startup_error(&["--store", "redis://127.0.0.1:1"]).contains("rebuild with --features redis"));
+    }
+    if !cfg!(feature = "postgres") {
+        assert!(startup_error(&["--store", "postgres://localhost/app"]).contains("rebuild with --features postgres"));
+    }
+}
+
+/// The same flow on an SQL store: one code path for every store.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn sqlite_store_serves_the_same_flow() {
+    let file = std::env::temp_dir().join(format!("tower-token-auth-server-e2e-{}.sqlite", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let url = format!("sqlite://{}?mode=rwc", file.display());
+    let server = Server::start(&["--store", &url]);
+    let laptop = server.login(DEMO_EMAIL, DEMO_PASSWORD, "laptop").await;
+    let phone = server.login(DEMO_EMAIL, DEMO_PASSWORD, "phone").await;
+    let rotated = server.refresh(&phone.refresh).await.tokens();
+    assert_eq!(server.get("/api/v1/user", Some(&rotated.access)).await.status, StatusCode::OK);
+    assert_eq!(server.post("/api/v1/auth/logout", Some(&laptop.access)).await.status, StatusCode::OK);
+    server.get("/api/v1/user", Some(&rotated.access)).await.assert_invalid_token();
+    server.refresh(&rotated.refresh).await.assert_invalid_token();
+    drop(server);
+    let _ = std::fs::remove_file(&file);
+}
