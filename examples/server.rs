@@ -42,7 +42,6 @@ use serde_json::{json, Map, Value};
 use tower::ServiceBuilder;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
-use tower_token_auth::header::{credentials, BearerCredentials};
 use tower_token_auth::refresh::{RefreshTokens, TokenPair};
 use tower_token_auth::{AuthenticatedToken, MemoryStore, Rejection, TokenAuthLayer, TokenStore};
 use tracing::Level;
@@ -219,9 +218,6 @@ async fn login(State(app): State<App>, body: Result<Json<Value>, JsonRejection>)
 
 /// `POST /api/v1/auth/refresh`: exchanges a refresh token (once) for a new pair.
 async fn refresh(State(app): State<App>, headers: HeaderMap) -> Response {
-    if matches!(credentials(&headers), BearerCredentials::Missing) {
-        return rejection(Rejection::MissingCredentials);
-    }
     match app.tokens.exchange(&headers).await {
         Ok(pair) => token_pair(&pair, &app),
         Err(error) => {

@@ -65,6 +65,7 @@ use http::request::Parts;
 use http::StatusCode;
 
 use crate::authenticated::AuthenticatedToken;
+use crate::response::Rejection;
 
 impl<S: Send + Sync> FromRequestParts<S> for AuthenticatedToken {
     type Rejection = MissingAuthLayer;
@@ -117,9 +118,24 @@ impl IntoResponse for MissingAuthLayer {
     }
 }
 
+/// A [`Rejection`] is a response in handlers too: `return Err(Rejection::InvalidToken)` answers exactly
+/// what the layer would (HTTP form; gRPC callers are served by the layer itself).
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        Rejection::into_response(self, false).map(axum_core::body::Body::new)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rejections_are_axum_responses() {
+        let response = IntoResponse::into_response(Rejection::InvalidToken);
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()["www-authenticate"], r#"Bearer error="invalid_token""#);
+    }
 
     #[test]
     fn missing_layer_is_a_500_naming_the_layer() {

@@ -41,7 +41,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::header::{credentials, BearerCredentials};
 use crate::response::Rejection;
 use crate::store::{StoreError, TokenStore, TokenStoreExt};
-use crate::token::{Abilities, IssuedToken, NewToken, TokenDigest, TokenKind, UserId};
+use crate::token::{Abilities, IssuedToken, NewToken, TokenDigest, TokenId, TokenKind, UserId};
 
 /// The ability Laravel apps conventionally give refresh tokens; SQL stores use it to mark them.
 pub const REFRESH_ABILITY: &str = "issue-access-token";
@@ -59,7 +59,9 @@ pub struct TokenPair {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum RefreshError {
-    /// No refresh token, or one that is malformed, unknown, wrong, expired, or not a refresh token.
+    /// No bearer credentials at all (no `Authorization` header, an empty one, or another scheme).
+    Missing,
+    /// A refresh token that is malformed, unknown, wrong, expired, or not a refresh token.
     Invalid,
     /// An already rotated refresh token was presented: every token of the user has been revoked.
     Reused {
@@ -73,9 +75,12 @@ pub enum RefreshError {
 }
 
 impl RefreshError {
-    /// The response class: `401` for invalid and reused tokens, `503` for store failures.
+    /// The response class: `401` (with `WWW-Authenticate: Bearer` when nothing was sent, `Bearer
+    /// error="invalid_token"` otherwise) for missing, invalid and reused tokens, `503` for store failures
+    /// and timeouts.
     pub fn rejection(&self) -> Rejection {
         match self {
+            RefreshError::Missing => Rejection::MissingCredentials,
             RefreshError::Invalid | RefreshError::Reused { .. } => Rejection::InvalidToken,
             RefreshError::Store(_) => Rejection::StoreUnavailable,
         }
@@ -85,6 +90,7 @@ impl RefreshError {
 impl fmt::Display for RefreshError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            RefreshError::Missing => f.write_str("no refresh token was sent"),
             RefreshError::Invalid => f.write_str("invalid refresh token"),
             RefreshError::Reused { .. } => f.write_str("refresh token reused; all of the user's tokens were revoked"),
             RefreshError::Store(e) => write!(f, "{e}"),
@@ -115,6 +121,7 @@ pub struct RefreshTokens<St> {
     access_abilities: Abilities,
     prefix: String,
     clock: Arc<dyn Clock>,
+    timeout: Option<Duration>,
 }
 
 impl<St: TokenStore> RefreshTokens<St> {
@@ -127,6 +134,28 @@ impl<St: TokenStore> RefreshTokens<St> {
             access_abilities: Abilities::all(),
             prefix: String::new(),
             clock: Arc::new(SystemClock),
+            timeout: Some(crate::auth::verify::DEFAULT_LOOKUP_TIMEOUT),
+        }
+    }
+
+    /// Bounds each [`issue_pair`](Self::issue_pair) and [`exchange`](Self::exchange) (default 5 s, like
+    /// the layer's lookup timeout; `None` waits forever). A store that takes longer is reported as
+    /// [`StoreError::timeout`], so a hung store answers `503` instead of hanging login and refresh.
+    /// Needs tokio's time driver.
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    async fn bounded<T, E: From<StoreError>>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        match self.timeout {
+            Some(limit) => {
+                tokio::time::timeout(limit, work).await.unwrap_or_else(|_| Err(StoreError::timeout().into()))
+            }
+            None => work.await,
         }
     }
 
@@ -172,7 +201,10 @@ impl<St: TokenStore> RefreshTokens<St> {
 
     /// Issues a new pair for `user_id`, both named `name` (e.g. the device).
     pub async fn issue_pair(&self, user_id: impl Into<UserId>, name: &str) -> Result<TokenPair, StoreError> {
-        let user_id = user_id.into();
+        self.bounded(self.issue_pair_unbounded(user_id.into(), name)).await
+    }
+
+    async fn issue_pair_unbounded(&self, user_id: UserId, name: &str) -> Result<TokenPair, StoreError> {
         let now = self.clock.now();
         let with_ttl = |token: NewToken, ttl: Option<Duration>| match ttl {
             Some(ttl) => token.expires_in(ttl),
@@ -197,8 +229,13 @@ impl<St: TokenStore> RefreshTokens<St> {
     pub async fn exchange(&self, headers: &HeaderMap) -> Result<TokenPair, RefreshError> {
         let (id, digest) = match credentials(headers) {
             BearerCredentials::Token(token) => (token.id(), TokenDigest::of(token.secret())),
-            _ => return Err(RefreshError::Invalid),
+            BearerCredentials::Missing => return Err(RefreshError::Missing),
+            BearerCredentials::Malformed | BearerCredentials::Legacy(_) => return Err(RefreshError::Invalid),
         };
+        self.bounded(self.exchange_parsed(id, digest)).await
+    }
+
+    async fn exchange_parsed(&self, id: TokenId, digest: TokenDigest) -> Result<TokenPair, RefreshError> {
         let record = self.store.find(id).await?.ok_or(RefreshError::Invalid)?;
         if !record.digest.ct_eq(&digest) || record.is_expired(self.clock.now(), None) {
             return Err(RefreshError::Invalid);
@@ -213,7 +250,7 @@ impl<St: TokenStore> RefreshTokens<St> {
             tracing::warn!(user_id = %record.user_id, token_id = id, revoked, "refresh token reused; revoked every token of the user");
             return Err(RefreshError::Reused { user_id: record.user_id.clone(), revoked });
         }
-        Ok(self.issue_pair(record.user_id.clone(), &record.name).await?)
+        Ok(self.issue_pair_unbounded(record.user_id.clone(), &record.name).await?)
     }
 }
 
@@ -226,6 +263,7 @@ impl<St: Clone> Clone for RefreshTokens<St> {
             access_abilities: self.access_abilities.clone(),
             prefix: self.prefix.clone(),
             clock: Arc::clone(&self.clock),
+            timeout: self.timeout,
         }
     }
 }
@@ -262,6 +300,51 @@ mod tests {
         let err = tokens.exchange(&bearer(&first.refresh)).await.unwrap_err();
         assert!(matches!(err, RefreshError::Reused { revoked: 4, .. }), "{err:?}");
         assert!(store.is_empty());
+    }
+
+    #[tokio::test]
+    async fn no_credentials_is_missing_not_invalid() {
+        let tokens = RefreshTokens::new(MemoryStore::new());
+        let err = tokens.exchange(&HeaderMap::new()).await.unwrap_err();
+        assert!(matches!(err, RefreshError::Missing));
+        assert_eq!(err.rejection(), Rejection::MissingCredentials);
+    }
+
+    #[tokio::test]
+    async fn a_hanging_store_times_out() {
+        #[derive(Clone)]
+        struct Hanging;
+        impl TokenStore for Hanging {
+            fn find(&self, _: TokenId) -> crate::StoreFuture<Option<Arc<crate::TokenRecord>>> {
+                crate::StoreFuture::new(std::future::pending())
+            }
+            fn insert(&self, _: crate::token::NewTokenRecord) -> crate::StoreFuture<TokenId> {
+                crate::StoreFuture::new(std::future::pending())
+            }
+            fn revoke(&self, _: TokenId) -> crate::StoreFuture<bool> {
+                crate::StoreFuture::new(std::future::pending())
+            }
+            fn revoke_all_for_user(&self, _: &UserId) -> crate::StoreFuture<u64> {
+                crate::StoreFuture::new(std::future::pending())
+            }
+            fn mark_refresh_rotated(&self, _: TokenId) -> crate::StoreFuture<bool> {
+                crate::StoreFuture::new(std::future::pending())
+            }
+            fn prune_expired(
+                &self,
+                _: std::time::SystemTime,
+                _: Option<std::time::SystemTime>,
+            ) -> crate::StoreFuture<u64> {
+                crate::StoreFuture::new(std::future::pending())
+            }
+        }
+        let tokens = RefreshTokens::new(Hanging).timeout(Some(Duration::from_millis(20)));
+        let err = tokens.issue_pair(1u64, "").await.unwrap_err();
+        assert_eq!(err.kind(), crate::store::StoreErrorKind::Timeout);
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer 1|secret"));
+        let err = tokens.exchange(&headers).await.unwrap_err();
+        assert_eq!(err.rejection(), Rejection::StoreUnavailable);
     }
 
     #[tokio::test]
