@@ -458,3 +458,31 @@ async fn a_panicking_store_is_answered_503_and_the_server_keeps_serving() {
         assert_eq!(send(&c, addr, "GET", "/", None).await.status, StatusCode::UNAUTHORIZED);
     }
 }
+
+#[tokio::test]
+async fn optional_auth_lets_guests_through_but_still_rejects_bad_tokens() {
+    let store = MemoryStore::new();
+    let issued = store.issue(NewToken::access(5u64)).await.unwrap();
+    let service = ServiceBuilder::new().layer(TokenAuthLayer::new(store).optional()).service_fn(
+        |req: Request<Incoming>| async move {
+            let who = match req.extensions().get::<AuthenticatedToken>() {
+                Some(token) => format!("user {}", token.user_id()),
+                None => "guest".to_owned(),
+            };
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(who))))
+        },
+    );
+    let addr = serve(service_fn(move |req| {
+        let service = service.clone();
+        async move { Ok::<_, Infallible>(service.oneshot(req).await?.map(boxed)) }
+    }))
+    .await;
+    let c = client();
+    let guest = send(&c, addr, "GET", "/", None).await;
+    assert_eq!((guest.status, guest.body.as_str()), (StatusCode::OK, "guest"));
+    let user = send(&c, addr, "GET", "/", Some(&bearer(&issued))).await;
+    assert_eq!((user.status, user.body.as_str()), (StatusCode::OK, "user 5"));
+    let bad = send(&c, addr, "GET", "/", Some("Bearer 1|forged")).await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(bad.header("www-authenticate"), Some(r#"Bearer error="invalid_token""#));
+}

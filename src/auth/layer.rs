@@ -69,6 +69,15 @@ impl<St: Clone> TokenAuthLayer<St> {
         self.configure(|c| c.legacy_tokens = enabled)
     }
 
+    /// Makes authentication optional: a request with no credentials at all (no `Authorization` header, an
+    /// empty one, or another scheme) reaches the inner service without an
+    /// [`AuthenticatedToken`](crate::AuthenticatedToken), for routes that serve guests and users alike
+    /// (Laravel's `auth('sanctum')->user()` on a public route). A bearer token that is present but bad still
+    /// gets `401`, and a failing store still `503`.
+    pub fn optional(self) -> Self {
+        self.configure(|c| c.optional = true)
+    }
+
     /// Accepts refresh tokens instead of access tokens: for the route that exchanges them. Handlers
     /// behind it see [`TokenKind::Refresh`].
     pub fn refresh_tokens_only(self) -> Self {

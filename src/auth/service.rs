@@ -9,7 +9,7 @@ use super::future::ResponseFuture;
 use super::verify::{Config, Started};
 use super::TokenAuthLayer;
 use crate::body::ResponseBody;
-use crate::response::is_grpc;
+use crate::response::{is_grpc, Rejection};
 use crate::store::TokenStore;
 
 /// Middleware that authenticates requests with bearer tokens. See the [module docs](crate::auth).
@@ -81,6 +81,9 @@ where
         match self.config.start(request.headers()) {
             Started::Done(Ok(token)) => {
                 request.extensions_mut().insert(token);
+                ResponseFuture::inner(self.inner.call(request))
+            }
+            Started::Done(Err(Rejection::MissingCredentials)) if self.config.optional => {
                 ResponseFuture::inner(self.inner.call(request))
             }
             Started::Done(Err(rejection)) => {

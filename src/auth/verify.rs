@@ -32,6 +32,7 @@ pub(crate) struct Config<St> {
     pub(crate) kind: TokenKind,
     pub(crate) last_used: Option<Arc<LastUsed>>,
     pub(crate) legacy_tokens: bool,
+    pub(crate) optional: bool,
 }
 
 impl<St: Clone> Clone for Config<St> {
@@ -44,6 +45,7 @@ impl<St: Clone> Clone for Config<St> {
             kind: self.kind,
             last_used: self.last_used.clone(),
             legacy_tokens: self.legacy_tokens,
+            optional: self.optional,
         }
     }
 }
@@ -58,6 +60,7 @@ impl<St> Config<St> {
             kind: TokenKind::Access,
             last_used: None,
             legacy_tokens: false,
+            optional: false,
         }
     }
 }
@@ -71,6 +74,7 @@ impl<St: std::fmt::Debug> std::fmt::Debug for Config<St> {
             .field("kind", &self.kind)
             .field("last_used_interval", &self.last_used.as_ref().map(|l| l.interval))
             .field("legacy_tokens", &self.legacy_tokens)
+            .field("optional", &self.optional)
             .finish()
     }
 }
