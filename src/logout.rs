@@ -36,14 +36,16 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{Method, Request, Response};
 use tower_service::Service;
 
-use crate::auth::verify::{Config, Started};
+use crate::auth::verify::{guard_panic, store_panicked, Config, Started};
 use crate::authenticated::AuthenticatedToken;
 use crate::body::JsonBody;
 use crate::response::{is_grpc, logged_out, Rejection};
@@ -126,7 +128,10 @@ impl<St: TokenStore, B> Service<Request<B>> for LogoutService<St> {
                     return LogoutFuture::boxed(async move {
                         let found = std::future::poll_fn(|cx| lookup.poll_lookup(cx)).await;
                         match config.finish(&lookup.digest, found) {
-                            Ok(token) => revoke(&config.store, scope, &token).await,
+                            Ok(token) => {
+                                let revocation = start_revoke(&config.store, scope, &token);
+                                revoked(bounded(config.lookup_timeout, revocation).await, &token)
+                            }
                             Err(rejection) => rejection.into_response(grpc),
                         }
                     });
@@ -138,7 +143,10 @@ impl<St: TokenStore, B> Service<Request<B>> for LogoutService<St> {
                 let revocation = start_revoke(&self.config.store, self.scope, &token);
                 match revocation.try_take_ready() {
                     Ok(result) => LogoutFuture::ready(revoked(result, &token)),
-                    Err(pending) => LogoutFuture::boxed(async move { revoked(pending.await, &token) }),
+                    Err(pending) => {
+                        let timeout = self.config.lookup_timeout;
+                        LogoutFuture::boxed(async move { revoked(bounded(timeout, pending).await, &token) })
+                    }
                 }
             }
             Err(rejection) => LogoutFuture::ready(rejection.into_response(grpc)),
@@ -148,9 +156,9 @@ impl<St: TokenStore, B> Service<Request<B>> for LogoutService<St> {
 
 fn start_revoke<St: TokenStore>(store: &St, scope: LogoutScope, token: &AuthenticatedToken) -> StoreFuture<u64> {
     match scope {
-        LogoutScope::AllTokens => store.revoke_all_for_user(token.user_id()),
+        LogoutScope::AllTokens => guard_panic(|| store.revoke_all_for_user(token.user_id())),
         LogoutScope::CurrentToken => {
-            let revoke = store.revoke(token.token_id());
+            let revoke = guard_panic(|| store.revoke(token.token_id()));
             match revoke.try_take_ready() {
                 Ok(result) => StoreFuture::ready(result.map(u64::from)),
                 Err(pending) => StoreFuture::new(async move { pending.await.map(u64::from) }),
@@ -159,8 +167,17 @@ fn start_revoke<St: TokenStore>(store: &St, scope: LogoutScope, token: &Authenti
     }
 }
 
-async fn revoke<St: TokenStore>(store: &St, scope: LogoutScope, token: &AuthenticatedToken) -> Response<JsonBody> {
-    revoked(start_revoke(store, scope, token).await, token)
+/// Waits for a pending revocation, bounded by the lookup timeout, with a panic turned into a store error:
+/// a broken store answers `503` rather than hanging or dropping the connection.
+async fn bounded(timeout: Option<Duration>, mut revocation: StoreFuture<u64>) -> Result<u64, StoreError> {
+    let guarded = std::future::poll_fn(move |cx| {
+        catch_unwind(AssertUnwindSafe(|| Pin::new(&mut revocation).poll(cx)))
+            .unwrap_or_else(|_| Poll::Ready(Err(store_panicked())))
+    });
+    match timeout {
+        Some(limit) => tokio::time::timeout(limit, guarded).await.unwrap_or_else(|_| Err(StoreError::timeout())),
+        None => guarded.await,
+    }
 }
 
 fn revoked(result: Result<u64, StoreError>, token: &AuthenticatedToken) -> Response<JsonBody> {

@@ -123,7 +123,7 @@ impl LastUsed {
     }
 }
 
-fn store_panicked() -> StoreError {
+pub(crate) fn store_panicked() -> StoreError {
     tracing::error!("token store panicked; answering 503");
     StoreError::backend("the token store panicked")
 }
@@ -131,7 +131,7 @@ fn store_panicked() -> StoreError {
 /// Runs a store call, turning a panic into a store error: a buggy store must not take the server down
 /// or let a request through.
 #[inline]
-fn guard_panic<T>(call: impl FnOnce() -> StoreFuture<T>) -> StoreFuture<T> {
+pub(crate) fn guard_panic<T>(call: impl FnOnce() -> StoreFuture<T>) -> StoreFuture<T> {
     catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|_| StoreFuture::ready(Err(store_panicked())))
 }
 
