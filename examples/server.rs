@@ -39,6 +39,7 @@ use axum::{Extension, Json, Router};
 use clap::Parser;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
@@ -101,6 +102,9 @@ struct App {
     users: Arc<[User]>,
     /// Verified against when the email is unknown, so a login takes as long whether or not it exists.
     dummy_hash: Arc<str>,
+    /// Argon2 takes ~19 MiB per hash: at most one hash per core at a time, so a burst of (anonymous)
+    /// logins queues instead of exhausting memory.
+    hashing: Arc<Semaphore>,
     tokens: RefreshTokens<Arc<dyn TokenStore>>,
 }
 
@@ -146,7 +150,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
         .access_ttl(Duration::from_secs(args.access_ttl))
         .refresh_ttl(Duration::from_secs(args.refresh_ttl));
     let auth = TokenAuthLayer::new(store);
-    let app = router(App { users, dummy_hash, tokens }, auth);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let hashing = Arc::new(Semaphore::new(cores));
+    let app = router(App { users, dummy_hash, hashing, tokens }, auth);
 
     let listener = tokio::net::TcpListener::bind(&args.addr)
         .await
@@ -165,6 +171,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
 fn router(app: App, auth: TokenAuthLayer<Arc<dyn TokenStore>>) -> Router {
     let logout = auth.logout_service();
     Router::new()
+        .route("/healthz", get(health))
         .route("/api/v1/auth/login", post(login))
         .route("/api/v1/auth/refresh", post(refresh))
         // The crate's service implements the logout contract; it answers 405 itself for other methods.
@@ -192,6 +199,11 @@ fn router(app: App, auth: TokenAuthLayer<Arc<dyn TokenStore>>) -> Router {
         .with_state(app)
 }
 
+/// `GET /healthz`: a public liveness probe (and the unauthenticated baseline for load tests).
+async fn health() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
 /// `POST /api/v1/auth/login`: checks the password and issues an access/refresh pair.
 async fn login(State(app): State<App>, body: Result<Json<Value>, JsonRejection>) -> Response {
     let login = match LoginRequest::validate(body) {
@@ -200,7 +212,7 @@ async fn login(State(app): State<App>, body: Result<Json<Value>, JsonRejection>)
     };
     let user = app.users.iter().find(|user| user.email.eq_ignore_ascii_case(&login.email));
     let hash = Arc::clone(user.map_or(&app.dummy_hash, |user| &user.password_hash));
-    let matches = password_matches(hash, login.password).await;
+    let matches = password_matches(&app.hashing, hash, login.password).await;
     let Some(user) = user.filter(|_| matches) else {
         return message(StatusCode::UNAUTHORIZED, "Invalid credentials.");
     };
@@ -395,8 +407,10 @@ fn hash_password(password: &str) -> Result<String, BoxError> {
     hash.map_err(|error| format!("cannot hash a password: {error}").into())
 }
 
-/// Argon2 is deliberately slow, so it runs on the blocking pool, not on the async workers.
-async fn password_matches(hash: Arc<str>, password: String) -> bool {
+/// Argon2 is deliberately slow, so it runs on the blocking pool, not on the async workers, and no more
+/// than `hashing` allows at once.
+async fn password_matches(hashing: &Semaphore, hash: Arc<str>, password: String) -> bool {
+    let Ok(_permit) = hashing.acquire().await else { return false };
     let verify = move || {
         PasswordHash::new(&hash).is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
     };

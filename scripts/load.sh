@@ -8,8 +8,8 @@
 # 1. Throughput, with wrk, against one server:
 #    - authenticated: GET /api/v1/user with a valid token (every answer must be 200);
 #    - rejected: the same route without a token (401: the cost of turning a request away);
-#    - baseline: GET /baseline-404, an unknown path answered by the router's JSON 404 without
-#      running the auth layer (the server has no public 200 route), i.e. the cost of everything but auth.
+#    - baseline: GET /healthz, the server's public 200 route, which does not run the auth layer: the cost
+#      of everything but auth.
 # 2. Churn, against a second server with 2-second tokens and a 1-second pruner: for CHURN_SECONDS, worker
 #    threads (one user each) exchange refresh tokens for new pairs, leaving the old ones to expire and be
 #    pruned, use each access token, and every 10th round log out and back in. The server's resident
@@ -101,7 +101,7 @@ start_server throughput
 token=$(login "$addr")
 run_wrk authenticated "http://$addr/api/v1/user" "Authorization: Bearer $token"
 run_wrk rejected-401 "http://$addr/api/v1/user"
-run_wrk baseline-404 "http://$addr/baseline-404"
+run_wrk baseline "http://$addr/healthz"
 read -r _ _ auth_non2xx auth_total < <(grep '^authenticated ' "$work/results")
 read -r _ _ rejected_non2xx rejected_total < <(grep '^rejected-401 ' "$work/results")
 if [ "$auth_non2xx" != 0 ]; then

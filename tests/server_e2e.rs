@@ -459,6 +459,8 @@ async fn oversized_body_gets_413_json() {
 #[tokio::test]
 async fn unknown_paths_get_404_and_wrong_methods_405_json_without_auth() {
     let server = Server::start(&[]);
+    let health = server.get("/healthz", None).await;
+    assert_eq!((health.status, health.json()), (StatusCode::OK, serde_json::json!({"status": "ok"})));
     for path in ["/", "/api", "/api/v1", "/api/v1/nope", "/api/v1/auth/status/", "/api/v2/user", "/%ff%00"] {
         server.get(path, None).await.assert_message(StatusCode::NOT_FOUND, "Not found.");
         server.post(path, None).await.assert_message(StatusCode::NOT_FOUND, "Not found.");
