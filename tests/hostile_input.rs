@@ -8,16 +8,16 @@
 //! a header value (NUL, CR, DEL, obsolete line folding), and `431` with an empty body for a header
 //! section over hyper's buffer (about 400 KiB; 8 and 64 KiB values still reach the layer).
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use support::example_server::ExampleServer;
 
 const UNAUTHENTICATED: &str = r#"{"message":"Unauthenticated."}"#;
 const LOGGED_OUT: &str = r#"{"message":"Successfully logged out"}"#;
@@ -25,61 +25,17 @@ const DEMO_USER: &str = r#"{"id":1,"email":"demo@example.com","name":"demo"}"#;
 const INVALID_TOKEN: &str = r#"Bearer error="invalid_token""#;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The example server binary, built once per run with this test's features (a no-op when `cargo test`
-/// has just built it).
-fn server_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).expect("test binary in target/<profile>/deps");
-        // Exactly this test's features, so this build and the test's share artifacts.
-        let features: Vec<&str> = [
-            ("axum", cfg!(feature = "axum")),
-            ("redis", cfg!(feature = "redis")),
-            ("postgres", cfg!(feature = "postgres")),
-            ("mysql", cfg!(feature = "mysql")),
-            ("sqlite", cfg!(feature = "sqlite")),
-        ]
-        .into_iter()
-        .filter_map(|(name, enabled)| enabled.then_some(name))
-        .collect();
-        let mut build = Command::new(env!("CARGO"));
-        build.current_dir(env!("CARGO_MANIFEST_DIR")).args(["build", "--example", "server"]);
-        if !features.is_empty() {
-            build.args(["--features", &features.join(",")]);
-        }
-        assert!(build.status().expect("cargo build --example server").success(), "building the server failed");
-        profile_dir.join("examples").join(format!("server{}", std::env::consts::EXE_SUFFIX))
-    })
-}
-
 /// A running example server on a free port, killed when dropped.
 struct Server {
-    child: Child,
+    /// Owned so the server lives as long as this handle (it is killed on drop).
+    _process: ExampleServer,
     addr: SocketAddr,
 }
 
 impl Server {
     fn start() -> Self {
-        let mut child = Command::new(server_binary())
-            .args(["--addr", "127.0.0.1:0", "--store", "memory://"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the example server");
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening on http://") {
-                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
-                }
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the server printed its address");
-        Self { child, addr }
+        let process = ExampleServer::start(&["--store", "memory://"], "warn");
+        Self { addr: process.addr, _process: process }
     }
 
     /// Logs the demo user in and returns `(access, refresh)`.
@@ -110,13 +66,6 @@ impl Server {
         let (access, _) = self.login().await;
         let reply = self.with_authorization("GET", "/api/v1/user", &[format!("Bearer {access}").into_bytes()]).await;
         assert_eq!((reply.status, reply.body.as_str()), (200, DEMO_USER), "the server stopped serving");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

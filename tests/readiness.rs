@@ -5,51 +5,28 @@
 //! concurrent load with valid and rejected requests mixed, fails if the layer calls a clone instead of the
 //! service it made ready, and hangs if a rejected request leaks the reserved slot.
 
+mod support;
+
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+use support::faults::{Fault, FaultyStore};
 
 use http::header::AUTHORIZATION;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower::buffer::BufferLayer;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_token_auth::token::NewTokenRecord;
-use tower_token_auth::{
-    AuthenticatedToken, MemoryStore, NewToken, StoreFuture, TokenAuthLayer, TokenId, TokenRecord, TokenStore,
-    TokenStoreExt, UserId,
-};
+use tower_token_auth::{AuthenticatedToken, MemoryStore, NewToken, TokenAuthLayer, TokenStore, TokenStoreExt};
 
 const TASKS: usize = 24;
 const REQUESTS_PER_TASK: usize = 25;
 
-/// `MemoryStore` behind lookups that really suspend, so the layer holds the ready service across an await.
-#[derive(Clone)]
-struct YieldingStore(MemoryStore);
-
-impl TokenStore for YieldingStore {
-    fn find(&self, id: TokenId) -> StoreFuture<Option<Arc<TokenRecord>>> {
-        let lookup = self.0.find(id);
-        StoreFuture::new(async move {
-            tokio::task::yield_now().await;
-            lookup.await
-        })
-    }
-    fn insert(&self, token: NewTokenRecord) -> StoreFuture<TokenId> {
-        self.0.insert(token)
-    }
-    fn revoke(&self, id: TokenId) -> StoreFuture<bool> {
-        self.0.revoke(id)
-    }
-    fn revoke_all_for_user(&self, user_id: &UserId) -> StoreFuture<u64> {
-        self.0.revoke_all_for_user(user_id)
-    }
-    fn mark_refresh_rotated(&self, id: TokenId) -> StoreFuture<bool> {
-        self.0.mark_refresh_rotated(id)
-    }
-    fn prune_expired(&self, expired_before: SystemTime, created_before: Option<SystemTime>) -> StoreFuture<u64> {
-        self.0.prune_expired(expired_before, created_before)
-    }
+/// `MemoryStore` behind lookups that really suspend, so the layer takes its pending path.
+fn yielding() -> FaultyStore<MemoryStore> {
+    let store = FaultyStore::new(MemoryStore::new());
+    store.set(Fault::Yield);
+    store
 }
 
 async fn handler(request: Request<()>) -> Result<Response<String>, Infallible> {
@@ -143,7 +120,7 @@ async fn hammer<St: TokenStore>(store: St) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn buffer_inside_auth_with_async_lookups_under_load() {
-    hammer(YieldingStore(MemoryStore::new())).await;
+    hammer(yielding()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -153,6 +130,6 @@ async fn buffer_inside_auth_with_memory_store_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn buffer_inside_auth_with_dyn_store_under_load() {
-    let store: Arc<dyn TokenStore> = Arc::new(YieldingStore(MemoryStore::new()));
+    let store: Arc<dyn TokenStore> = Arc::new(yielding());
     hammer(store).await;
 }

@@ -1,59 +1,26 @@
 //! End-to-end tests of `examples/server.rs`: each test starts the real example binary on a free port and
 //! drives it over loopback TCP with reqwest, the way a client application would.
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+mod support;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 
+use support::example_server::{server_binary, ExampleServer};
+
 const DEMO_EMAIL: &str = "demo@example.com";
 const DEMO_PASSWORD: &str = "demo-password";
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 const UNAUTHENTICATED: &str = r#"{"message":"Unauthenticated."}"#;
 const INVALID_TOKEN: &str = r#"Bearer error="invalid_token""#;
 
-/// The example binary, built once per test run with the features this test was built with, so that it
-/// is never stale (a no-op when `cargo test` has just built it).
-fn server_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/debug/deps/server_e2e-* -> target/debug/examples/server
-        let profile_dir = exe.parent().and_then(Path::parent).expect("test executable in target/<profile>/deps");
-        let binary = profile_dir.join("examples").join(format!("server{}", std::env::consts::EXE_SUFFIX));
-        let features: Vec<&str> = [
-            ("axum", cfg!(feature = "axum")),
-            ("redis", cfg!(feature = "redis")),
-            ("postgres", cfg!(feature = "postgres")),
-            ("mysql", cfg!(feature = "mysql")),
-            ("sqlite", cfg!(feature = "sqlite")),
-        ]
-        .into_iter()
-        .filter_map(|(name, enabled)| enabled.then_some(name))
-        .collect();
-        let mut build = Command::new(env!("CARGO"));
-        build.current_dir(env!("CARGO_MANIFEST_DIR")).args(["build", "--example", "server"]);
-        if !features.is_empty() {
-            build.args(["--features", &features.join(",")]);
-        }
-        let status = build.status().expect("run cargo build --example server");
-        assert!(status.success(), "cargo build --example server failed");
-        assert!(binary.exists(), "{} missing after the build", binary.display());
-        binary
-    })
-}
-
-/// A running example server, killed when dropped.
+/// A running example server with an HTTP client.
 struct Server {
-    child: Child,
+    process: ExampleServer,
     base: String,
-    stderr: Arc<Mutex<String>>,
     client: Client,
 }
 
@@ -63,50 +30,13 @@ impl Server {
     }
 
     fn start_with_log(args: &[&str], rust_log: &str) -> Self {
-        let mut child = Command::new(server_binary())
-            .args(["--addr", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", rust_log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the example server");
-        let (address_tx, address_rx) = mpsc::channel();
-        let stdout = child.stdout.take().expect("piped stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(address) = line.strip_prefix("listening on http://") {
-                    let _ = address_tx.send(address.to_owned());
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("piped stderr");
-        let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buffer) {
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..n]));
-            }
-        });
+        let process = ExampleServer::start(args, rust_log);
         let client = Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("reqwest client");
-        let mut server = Server { child, base: String::new(), stderr, client };
-
-        let address = address_rx
-            .recv_timeout(STARTUP_TIMEOUT)
-            .unwrap_or_else(|_| panic!("server printed no listen address; stderr:\n{}", server.logs()));
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        while TcpStream::connect(&address).is_err() {
-            assert!(Instant::now() < deadline, "server never accepted a connection on {address}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server.base = format!("http://{address}");
-        server
+        Server { base: format!("http://{}", process.addr), process, client }
     }
 
     fn logs(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.process.logs()
     }
 
     fn url(&self, path: &str) -> String {
@@ -152,13 +82,6 @@ impl Server {
 
     async fn refresh(&self, refresh_token: &str) -> Reply {
         self.post("/api/v1/auth/refresh", Some(refresh_token)).await
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -504,12 +427,12 @@ async fn authorization_header_and_password_are_never_logged() {
 #[tokio::test]
 async fn sigterm_shuts_the_server_down_gracefully() {
     let mut server = Server::start(&[]);
-    let pid = server.child.id().to_string();
+    let pid = server.process.child.id().to_string();
     let status = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let exit = loop {
-        if let Some(exit) = server.child.try_wait().expect("wait for the server") {
+        if let Some(exit) = server.process.child.try_wait().expect("wait for the server") {
             break exit;
         }
         assert!(Instant::now() < deadline, "server still running 10 s after SIGTERM");

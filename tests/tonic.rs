@@ -1,8 +1,9 @@
 //! tonic 0.14: a real tonic server on loopback in front of the gRPC health service, called by a real tonic
 //! client over a `Channel`.
 
-use std::sync::Arc;
-use std::time::SystemTime;
+mod support;
+
+use support::faults::{Fault, FaultyStore};
 
 use tokio::net::TcpListener;
 use tonic::metadata::MetadataValue;
@@ -15,11 +16,7 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_health::server::{HealthReporter, HealthService, WatchStream};
 use tower::buffer::BufferLayer;
-use tower_token_auth::token::NewTokenRecord;
-use tower_token_auth::{
-    AuthenticatedToken, MemoryStore, NewToken, StoreError, StoreFuture, TokenAuthLayer, TokenId, TokenRecord,
-    TokenStore, TokenStoreExt, UserId,
-};
+use tower_token_auth::{AuthenticatedToken, MemoryStore, NewToken, TokenAuthLayer, TokenId, TokenStore, TokenStoreExt};
 
 /// The health service, plus what any handler of yours would do: read the token from the extensions.
 /// It answers with the user id in the `x-user-id` metadata, so the client can see the handler saw it.
@@ -119,38 +116,11 @@ async fn missing_invalid_and_revoked_tokens_are_unauthenticated() {
     }
 }
 
-/// A store whose backend is down.
-#[derive(Clone, Copy)]
-struct DownStore;
-
-fn down<T>() -> StoreFuture<T> {
-    StoreFuture::ready(Err(StoreError::backend("down")))
-}
-
-impl TokenStore for DownStore {
-    fn find(&self, _: TokenId) -> StoreFuture<Option<Arc<TokenRecord>>> {
-        down()
-    }
-    fn insert(&self, _: NewTokenRecord) -> StoreFuture<TokenId> {
-        down()
-    }
-    fn revoke(&self, _: TokenId) -> StoreFuture<bool> {
-        down()
-    }
-    fn revoke_all_for_user(&self, _: &UserId) -> StoreFuture<u64> {
-        down()
-    }
-    fn mark_refresh_rotated(&self, _: TokenId) -> StoreFuture<bool> {
-        down()
-    }
-    fn prune_expired(&self, _: SystemTime, _: Option<SystemTime>) -> StoreFuture<u64> {
-        down()
-    }
-}
-
 #[tokio::test]
 async fn store_down_is_unavailable_not_unauthenticated() {
-    let mut client = serve(DownStore).await;
+    let store = FaultyStore::new(MemoryStore::new());
+    store.set(Fault::Fail);
+    let mut client = serve(store).await;
 
     assert_code(check(&mut client, Some("Bearer 1|secret")).await, Code::Unavailable);
     // Malformed input never reaches the store.
@@ -158,37 +128,15 @@ async fn store_down_is_unavailable_not_unauthenticated() {
 }
 
 /// `MemoryStore` behind lookups that really suspend, so the layer takes its pending path.
-#[derive(Clone)]
-struct YieldingStore(MemoryStore);
-
-impl TokenStore for YieldingStore {
-    fn find(&self, id: TokenId) -> StoreFuture<Option<Arc<TokenRecord>>> {
-        let lookup = self.0.find(id);
-        StoreFuture::new(async move {
-            tokio::task::yield_now().await;
-            lookup.await
-        })
-    }
-    fn insert(&self, token: NewTokenRecord) -> StoreFuture<TokenId> {
-        self.0.insert(token)
-    }
-    fn revoke(&self, id: TokenId) -> StoreFuture<bool> {
-        self.0.revoke(id)
-    }
-    fn revoke_all_for_user(&self, user_id: &UserId) -> StoreFuture<u64> {
-        self.0.revoke_all_for_user(user_id)
-    }
-    fn mark_refresh_rotated(&self, id: TokenId) -> StoreFuture<bool> {
-        self.0.mark_refresh_rotated(id)
-    }
-    fn prune_expired(&self, expired_before: SystemTime, created_before: Option<SystemTime>) -> StoreFuture<u64> {
-        self.0.prune_expired(expired_before, created_before)
-    }
+fn yielding() -> FaultyStore<MemoryStore> {
+    let store = FaultyStore::new(MemoryStore::new());
+    store.set(Fault::Yield);
+    store
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffer_inside_the_auth_layer_survives_concurrent_calls() {
-    let store = YieldingStore(MemoryStore::new());
+    let store = yielding();
     let mut tokens = Vec::new();
     for user in 0..8u64 {
         tokens.push((user, bearer(&store, NewToken::access(user)).await.1));

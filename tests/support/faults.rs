@@ -42,6 +42,8 @@ pub enum Fault {
     Panic = 3,
     /// Returns a future that panics when polled.
     PanicWhilePolled = 4,
+    /// Forwards to the wrapped store after yielding once, so callers take their pending (async) path.
+    Yield = 5,
 }
 
 impl Fault {
@@ -51,6 +53,7 @@ impl Fault {
             2 => Fault::Hang,
             3 => Fault::Panic,
             4 => Fault::PanicWhilePolled,
+            5 => Fault::Yield,
             _ => Fault::Healthy,
         }
     }
@@ -66,13 +69,14 @@ pub struct FaultyStore<St> {
     /// Applies to every other method.
     writes: Arc<AtomicU8>,
     calls: Arc<AtomicU64>,
+    touches: Arc<AtomicU64>,
 }
 
 impl<St: TokenStore> FaultyStore<St> {
     /// Wraps `inner`, healthy.
     pub fn new(inner: St) -> Self {
         let healthy = || Arc::new(AtomicU8::new(Fault::Healthy as u8));
-        Self { inner, lookups: healthy(), writes: healthy(), calls: Arc::default() }
+        Self { inner, lookups: healthy(), writes: healthy(), calls: Arc::default(), touches: Arc::default() }
     }
 
     /// Switches every method of every clone to `fault`, effective from the next call.
@@ -91,6 +95,11 @@ impl<St: TokenStore> FaultyStore<St> {
         self.calls.load(Ordering::SeqCst)
     }
 
+    /// How many `touch_last_used` calls were made.
+    pub fn touches(&self) -> u64 {
+        self.touches.load(Ordering::SeqCst)
+    }
+
     /// The wrapped store.
     pub fn inner(&self) -> &St {
         &self.inner
@@ -105,6 +114,13 @@ impl<St: TokenStore> FaultyStore<St> {
             Fault::Hang => StoreFuture::new(std::future::pending()),
             Fault::Panic => panic!("injected panic in the store call"),
             Fault::PanicWhilePolled => StoreFuture::new(async { panic!("injected panic while polled") }),
+            Fault::Yield => {
+                let forwarded = healthy(&self.inner);
+                StoreFuture::new(async move {
+                    tokio::task::yield_now().await;
+                    forwarded.await
+                })
+            }
         }
     }
 }
@@ -129,6 +145,7 @@ impl<St: TokenStore> TokenStore for FaultyStore<St> {
         self.call(&self.writes, |s| s.prune_expired(expired_before, created_before))
     }
     fn touch_last_used(&self, id: TokenId, at: SystemTime) -> StoreFuture<()> {
+        self.touches.fetch_add(1, Ordering::SeqCst);
         self.call(&self.writes, |s| s.touch_last_used(id, at))
     }
     fn find_by_digest(&self, digest: &TokenDigest) -> StoreFuture<Option<Arc<TokenRecord>>> {
@@ -138,12 +155,12 @@ impl<St: TokenStore> TokenStore for FaultyStore<St> {
 
 /// The API the fault, stress and load tests drive, on a fresh loopback port: `POST /api/v1/auth/logout`
 /// is the layer's `LogoutService`; every other path is protected by `layer` and answers
-/// `user={user_id} token={token_id}`.
+/// `user={user_id} token={token_id} name={token_name}`.
 pub async fn serve_api<St: TokenStore + Clone>(layer: TokenAuthLayer<St>) -> SocketAddr {
     let logout = layer.logout_service();
     let protected = ServiceBuilder::new().layer(layer).service_fn(|req: Request<Incoming>| async move {
         let token = req.extensions().get::<AuthenticatedToken>().expect("the layer inserts the token");
-        let body = format!("user={} token={}", token.user_id(), token.token_id());
+        let body = format!("user={} token={} name={}", token.user_id(), token.token_id(), token.name());
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
     });
     serve(service_fn(move |req: Request<Incoming>| {

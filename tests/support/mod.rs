@@ -1,3 +1,4 @@
 pub mod contract;
+pub mod example_server;
 pub mod faults;
 pub mod http;

@@ -1,0 +1,110 @@
+//! The real example server binary (`examples/server.rs`), started on a free loopback port.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The example binary, built once per test run with the features this test was built with, so it is
+/// never stale and shares this build's artifacts (a no-op when `cargo test` has just built it).
+pub fn server_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test>-* -> target/<profile>/examples/server
+        let profile_dir = exe.parent().and_then(Path::parent).expect("test executable in target/<profile>/deps");
+        let binary = profile_dir.join("examples").join(format!("server{}", std::env::consts::EXE_SUFFIX));
+        let features: Vec<&str> = [
+            ("axum", cfg!(feature = "axum")),
+            ("redis", cfg!(feature = "redis")),
+            ("postgres", cfg!(feature = "postgres")),
+            ("mysql", cfg!(feature = "mysql")),
+            ("sqlite", cfg!(feature = "sqlite")),
+        ]
+        .into_iter()
+        .filter_map(|(name, enabled)| enabled.then_some(name))
+        .collect();
+        let mut build = Command::new(env!("CARGO"));
+        build.current_dir(env!("CARGO_MANIFEST_DIR")).args(["build", "--example", "server"]);
+        if !features.is_empty() {
+            build.args(["--features", &features.join(",")]);
+        }
+        let status = build.status().expect("run cargo build --example server");
+        assert!(status.success(), "cargo build --example server failed");
+        assert!(binary.exists(), "{} missing after the build", binary.display());
+        binary
+    })
+}
+
+/// A running example server (`--addr 127.0.0.1:0` plus `args`), killed when dropped. Its stderr (the
+/// request log) is collected for [`logs`](Self::logs).
+pub struct ExampleServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl ExampleServer {
+    /// Starts the server and waits until it accepts connections.
+    pub fn start(args: &[&str], rust_log: &str) -> Self {
+        let mut child = Command::new(server_binary())
+            .args(["--addr", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", rust_log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the example server");
+        let (address_tx, address_rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(address) = line.strip_prefix("listening on http://") {
+                    let _ = address_tx.send(address.to_owned());
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("piped stderr");
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buffer) {
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        });
+        let address = match address_rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(address) => address,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server printed no listen address; stderr:\n{}", stderr.lock().unwrap());
+            }
+        };
+        let addr: SocketAddr = address.parse().expect("a socket address");
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "server never accepted a connection on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, addr, stderr }
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ExampleServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
