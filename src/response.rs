@@ -1,5 +1,7 @@
 //! The exact responses of the layer and the logout service.
 
+use std::sync::OnceLock;
+
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, Response, StatusCode};
 
@@ -56,37 +58,61 @@ impl Rejection {
 
     /// The response for a request; `grpc` selects a gRPC trailers-only response.
     pub fn into_response(self, grpc: bool) -> Response<JsonBody> {
+        self.into_response_with(grpc, |body| body)
+    }
+
+    /// [`into_response`](Self::into_response) with the body wrapped by `wrap` before the response is
+    /// assembled, so that the response is not moved once more to change its body type.
+    #[inline]
+    pub(crate) fn into_response_with<B>(self, grpc: bool, wrap: impl FnOnce(JsonBody) -> B) -> Response<B> {
         if grpc {
-            return self.grpc_response();
+            return self.grpc_response().map(wrap);
         }
         let body = match self {
-            Rejection::MissingCredentials | Rejection::InvalidToken => UNAUTHENTICATED,
-            Rejection::InsufficientAbility => INVALID_ABILITY,
-            Rejection::StoreUnavailable => UNAVAILABLE,
-            Rejection::MethodNotAllowed => METHOD_NOT_ALLOWED,
+            Rejection::MissingCredentials | Rejection::InvalidToken => &UNAUTHENTICATED,
+            Rejection::InsufficientAbility => &INVALID_ABILITY,
+            Rejection::StoreUnavailable => &UNAVAILABLE,
+            Rejection::MethodNotAllowed => &METHOD_NOT_ALLOWED,
         };
-        let mut response = Response::new(JsonBody::from_static(body));
+        let mut response = Response::new(wrap(JsonBody::from_static(body)));
         *response.status_mut() = self.status();
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, APPLICATION_JSON);
-        match self {
-            Rejection::MissingCredentials => {
-                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            Rejection::InvalidToken => {
-                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer error="invalid_token""#));
-            }
-            Rejection::InsufficientAbility => {
-                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer error="insufficient_scope""#));
-            }
-            Rejection::StoreUnavailable => {
-                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            Rejection::MethodNotAllowed => {
-                headers.insert(ALLOW, HeaderValue::from_static("POST"));
-            }
-        }
+        *response.headers_mut() = self.headers().clone();
         response
+    }
+
+    /// The headers of the plain-HTTP response, built once per kind: every request without valid
+    /// credentials gets a copy, and copying a map is much cheaper than hashing and inserting each header.
+    fn headers(self) -> &'static HeaderMap {
+        static HEADERS: [OnceLock<HeaderMap>; 5] = [const { OnceLock::new() }; 5];
+        let index = match self {
+            Rejection::MissingCredentials => 0,
+            Rejection::InvalidToken => 1,
+            Rejection::InsufficientAbility => 2,
+            Rejection::StoreUnavailable => 3,
+            Rejection::MethodNotAllowed => 4,
+        };
+        HEADERS[index].get_or_init(|| {
+            let mut headers = HeaderMap::with_capacity(2);
+            headers.insert(CONTENT_TYPE, APPLICATION_JSON);
+            match self {
+                Rejection::MissingCredentials => {
+                    headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                }
+                Rejection::InvalidToken => {
+                    headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer error="invalid_token""#));
+                }
+                Rejection::InsufficientAbility => {
+                    headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer error="insufficient_scope""#));
+                }
+                Rejection::StoreUnavailable => {
+                    headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                }
+                Rejection::MethodNotAllowed => {
+                    headers.insert(ALLOW, HeaderValue::from_static("POST"));
+                }
+            }
+            headers
+        })
     }
 
     fn grpc_response(self) -> Response<JsonBody> {
@@ -116,7 +142,7 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// The logout success response.
 pub(crate) fn logged_out() -> Response<JsonBody> {
-    let mut response = Response::new(JsonBody::from_static(LOGGED_OUT));
+    let mut response = Response::new(JsonBody::from_static(&LOGGED_OUT));
     response.headers_mut().insert(CONTENT_TYPE, APPLICATION_JSON);
     response
 }

@@ -348,17 +348,29 @@ pub fn parse_token(token: &[u8]) -> Option<ParsedToken<'_>> {
     if token.len() > MAX_TOKEN_LEN {
         return None;
     }
-    let bar = token.iter().position(|&b| b == b'|')?;
-    let (id, secret) = (&token[..bar], &token[bar + 1..]);
-    if secret.is_empty() || secret == b"0" || id.is_empty() {
-        return None;
-    }
+    // One pass up to the first `|`: every byte before it must be a digit, so a token whose id is not
+    // a number is rejected as soon as a non-digit shows, whether or not a `|` follows.
     let mut value: u64 = 0;
-    for &b in id {
-        if !b.is_ascii_digit() {
+    let mut bar = 0;
+    loop {
+        let b = *token.get(bar)?;
+        if b == b'|' {
+            break;
+        }
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
             return None;
         }
-        value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        // 19 digits always fit in a u64; longer ids (leading zeros) are parsed again below, checked.
+        value = value.wrapping_mul(10).wrapping_add(u64::from(digit));
+        bar += 1;
+    }
+    let (id, secret) = (&token[..bar], &token[bar + 1..]);
+    if id.is_empty() || secret.is_empty() || secret == b"0" {
+        return None;
+    }
+    if id.len() > 19 {
+        value = id.iter().try_fold(0u64, |value, &b| value.checked_mul(10)?.checked_add(u64::from(b - b'0')))?;
     }
     Some(ParsedToken { id: value, secret })
 }

@@ -11,8 +11,8 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::verify::{Config, Lookup};
-use crate::body::{JsonBody, ResponseBody};
-use crate::response::is_grpc;
+use crate::body::ResponseBody;
+use crate::response::{is_grpc, Rejection};
 use crate::store::TokenStore;
 
 pin_project! {
@@ -33,15 +33,23 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
-        Lookup {
-            lookup: Lookup,
-            request: Option<Request<ReqBody>>,
-            inner: Option<S>,
-            config: Arc<Config<St>>,
-        },
+        // Boxed: only a store that answers later (over the network) gets here, and it has already
+        // allocated its own future. Inline, the request and the inner service kept for later would make
+        // every response future as big as a request (320 bytes with an empty `service_fn`), copied
+        // several times per call, on the synchronous paths too (`MemoryStore`, every rejection).
+        Lookup { pending: Option<Box<Pending<S, ReqBody, St>>> },
         Inner { #[pin] future: S::Future },
-        Rejected { response: Option<Response<JsonBody>> },
+        // The response is built when polled, for the same reason: it is 112 bytes, the rejection 2.
+        Rejected { rejection: Option<(Rejection, bool)> },
     }
+}
+
+/// What a pending lookup keeps for when the store answers.
+struct Pending<S, ReqBody, St> {
+    lookup: Lookup,
+    request: Request<ReqBody>,
+    inner: S,
+    config: Arc<Config<St>>,
 }
 
 impl<S, ReqBody, St> ResponseFuture<S, ReqBody, St>
@@ -53,12 +61,15 @@ where
         Self { state: State::Inner { future } }
     }
 
-    pub(crate) fn rejected(response: Response<JsonBody>) -> Self {
-        Self { state: State::Rejected { response: Some(response) } }
+    /// A rejection, answered in gRPC form when `grpc`.
+    #[inline]
+    pub(crate) fn rejected(rejection: Rejection, grpc: bool) -> Self {
+        Self { state: State::Rejected { rejection: Some((rejection, grpc)) } }
     }
 
     pub(crate) fn lookup(lookup: Lookup, request: Request<ReqBody>, inner: S, config: Arc<Config<St>>) -> Self {
-        Self { state: State::Lookup { lookup, request: Some(request), inner: Some(inner), config } }
+        let pending = Box::new(Pending { lookup, request, inner, config });
+        Self { state: State::Lookup { pending: Some(pending) } }
     }
 }
 
@@ -77,22 +88,21 @@ where
                     let response = ready!(future.poll(cx))?;
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
-                StateProj::Rejected { response } => {
-                    let response = response.take().expect("future polled after completion");
-                    return Poll::Ready(Ok(response.map(ResponseBody::rejection)));
+                StateProj::Rejected { rejection } => {
+                    let (rejection, grpc) = rejection.take().expect("future polled after completion");
+                    return Poll::Ready(Ok(rejection.into_response_with(grpc, ResponseBody::rejection)));
                 }
-                StateProj::Lookup { lookup, request, inner, config } => {
+                StateProj::Lookup { pending } => {
+                    let lookup = &mut pending.as_mut().expect("future polled after completion").lookup;
                     let found = ready!(lookup.poll_lookup(cx));
-                    let mut request = request.take().expect("future polled after completion");
+                    let Pending { lookup, mut request, mut inner, config } =
+                        *pending.take().expect("future polled after completion");
                     let next = match config.finish(&lookup.digest, found) {
                         Ok(token) => {
                             request.extensions_mut().insert(token);
-                            let mut inner = inner.take().expect("future polled after completion");
                             State::Inner { future: inner.call(request) }
                         }
-                        Err(rejection) => {
-                            State::Rejected { response: Some(rejection.into_response(is_grpc(request.headers()))) }
-                        }
+                        Err(rejection) => State::Rejected { rejection: Some((rejection, is_grpc(request.headers()))) },
                     };
                     this.state.set(next);
                 }

@@ -86,9 +86,7 @@ where
             Started::Done(Err(Rejection::MissingCredentials)) if self.config.optional => {
                 ResponseFuture::inner(self.inner.call(request))
             }
-            Started::Done(Err(rejection)) => {
-                ResponseFuture::rejected(rejection.into_response(is_grpc(request.headers())))
-            }
+            Started::Done(Err(rejection)) => ResponseFuture::rejected(rejection, is_grpc(request.headers())),
             Started::Pending(lookup) => {
                 // Take the service that was made ready and leave a clone in its place: the clone may
                 // not be ready (e.g. behind `tower::buffer::Buffer`).

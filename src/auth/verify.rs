@@ -24,6 +24,10 @@ const DUMMY_DIGEST: TokenDigest = TokenDigest::from_bytes([0x5a; 32]);
 /// Default bound on one store lookup.
 pub(crate) const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
+// Aligned to its own cache lines: the `Arc` around it keeps its reference counts just before it, and
+// servers clone the service, so bump the counts, on every request from every core. Apart, those writes
+// do not evict the settings every request reads.
+#[repr(align(128))]
 pub(crate) struct Config<St> {
     pub(crate) store: St,
     pub(crate) clock: Arc<dyn Clock>,

@@ -1,7 +1,10 @@
 //! [`MemoryStore`]: the embedded default store, built on `dashmap`.
 //!
 //! Lookups are one sharded hash-map read; the record is shared (`Arc`), so authenticating a request
-//! copies nothing. A per-user index makes [`revoke_all_for_user`](crate::TokenStore::revoke_all_for_user)
+//! copies nothing. A token a thread looks up again and again (a service account, a busy client) is
+//! served from that thread's own copy, so that many cores authenticating the same token do not contend
+//! on one lock and one reference count; any change to a stored token (revocation, rotation, last use)
+//! invalidates every copy at once. A per-user index makes [`revoke_all_for_user`](crate::TokenStore::revoke_all_for_user)
 //! cost O(that user's tokens), whatever the total. State lives in one process: for several instances
 //! behind a load balancer use a shared store (Redis or SQL).
 //!
@@ -27,7 +30,7 @@
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
@@ -45,8 +48,126 @@ pub struct MemoryStore {
 struct Shared {
     tokens: DashMap<TokenId, Arc<TokenRecord>, RandomState>,
     // Lock order: an entry of `users` may be held while touching `tokens`, never the other way round.
-    users: DashMap<UserId, Vec<TokenId>, RandomState>,
+    users: DashMap<UserId, UserTokens, RandomState>,
     next_id: AtomicU64,
+    changes: Changes,
+}
+
+/// Counts the changes to stored tokens, so that per-thread copies of hot tokens ([`hot`]) know when
+/// they are out of date. Inserting a token is not a change: no copy of an id that did not exist can
+/// be out of date.
+///
+/// A seqlock: `version` is odd while a change is being made and goes up by two per change; changes
+/// are made one at a time. Every lookup reads `version` and nothing else here, so it sits on a cache
+/// line of its own, away from `next_id`, which every insert writes.
+#[repr(align(128))]
+struct Changes {
+    /// Names this store in the per-thread caches.
+    store: u64,
+    version: AtomicU64,
+    writer: Mutex<()>,
+}
+
+impl Changes {
+    fn new() -> Self {
+        static NEXT_STORE: AtomicU64 = AtomicU64::new(1);
+        Self { store: NEXT_STORE.fetch_add(1, Ordering::Relaxed), version: AtomicU64::new(0), writer: Mutex::new(()) }
+    }
+
+    /// The version of the stored tokens now; odd while a change is being made.
+    #[inline]
+    fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
+    }
+
+    /// Marks the start of a change; the change ends when the guard is dropped (even by a panic).
+    fn begin(&self) -> Change<'_> {
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.version.fetch_add(1, Ordering::SeqCst);
+        Change { changes: self, _writer: writer }
+    }
+}
+
+struct Change<'a> {
+    changes: &'a Changes,
+    _writer: MutexGuard<'a, ()>,
+}
+
+impl Drop for Change<'_> {
+    fn drop(&mut self) {
+        self.changes.version.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The ids of one user's tokens. Most users hold one or two: those stay inline in the index, which
+/// saves an allocation per user and, at logout, a cache miss on a store too big for the cache.
+enum UserTokens {
+    /// Up to two ids; `0` marks a free place (ids start at 1).
+    Inline([TokenId; 2]),
+    /// Three or more.
+    Heap(Vec<TokenId>),
+}
+
+impl Default for UserTokens {
+    fn default() -> Self {
+        UserTokens::Inline([0; 2])
+    }
+}
+
+impl UserTokens {
+    fn push(&mut self, id: TokenId) {
+        match self {
+            UserTokens::Inline(ids) => match ids.iter_mut().find(|place| **place == 0) {
+                Some(place) => *place = id,
+                None => {
+                    let mut heap = Vec::with_capacity(4);
+                    heap.extend_from_slice(ids);
+                    heap.push(id);
+                    *self = UserTokens::Heap(heap);
+                }
+            },
+            UserTokens::Heap(ids) => ids.push(id),
+        }
+    }
+
+    fn remove(&mut self, id: TokenId) {
+        match self {
+            UserTokens::Inline(ids) => ids.iter_mut().filter(|place| **place == id).for_each(|place| *place = 0),
+            UserTokens::Heap(ids) => ids.retain(|&other| other != id),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            UserTokens::Inline(ids) => ids == &[0; 2],
+            UserTokens::Heap(ids) => ids.is_empty(),
+        }
+    }
+
+    /// Empties the list, returning the ids it held.
+    fn take(&mut self) -> impl Iterator<Item = TokenId> {
+        let ids = match std::mem::take(self) {
+            UserTokens::Inline(ids) => TakenIds::Inline(ids.into_iter()),
+            UserTokens::Heap(ids) => TakenIds::Heap(ids.into_iter()),
+        };
+        ids.filter(|&id| id != 0)
+    }
+}
+
+enum TakenIds {
+    Inline(std::array::IntoIter<TokenId, 2>),
+    Heap(std::vec::IntoIter<TokenId>),
+}
+
+impl Iterator for TakenIds {
+    type Item = TokenId;
+
+    fn next(&mut self) -> Option<TokenId> {
+        match self {
+            TakenIds::Inline(ids) => ids.next(),
+            TakenIds::Heap(ids) => ids.next(),
+        }
+    }
 }
 
 impl MemoryStore {
@@ -62,6 +183,7 @@ impl MemoryStore {
                 tokens: DashMap::with_capacity_and_hasher(capacity, RandomState::new()),
                 users: DashMap::with_hasher(RandomState::new()),
                 next_id: AtomicU64::new(1),
+                changes: Changes::new(),
             }),
         }
     }
@@ -111,6 +233,25 @@ impl MemoryStore {
         })
     }
 
+    #[inline]
+    fn find_now(&self, id: TokenId) -> Option<Arc<TokenRecord>> {
+        let changes = &self.shared.changes;
+        let version = changes.version();
+        if let Some(copy) = hot::get(changes.store, id, version) {
+            return Some(copy);
+        }
+        // Clone the Arc out and drop the shard guard at once; never hold it across an await.
+        let found = self.shared.tokens.get(&id).map(|r| Arc::clone(r.value()));
+        if let Some(record) = &found {
+            // Only if no change started or ended around the lookup: then `record` is the token as of
+            // `version`.
+            if version % 2 == 0 && changes.version() == version {
+                hot::offer(changes.store, id, version, record);
+            }
+        }
+        found
+    }
+
     fn insert_now(&self, token: NewTokenRecord) -> TokenId {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let record = Arc::new(token.with_id(id));
@@ -124,6 +265,7 @@ impl MemoryStore {
     }
 
     fn revoke_now(&self, id: TokenId) -> bool {
+        let _change = self.shared.changes.begin();
         let Some(user_id) = self.shared.tokens.get(&id).map(|r| r.user_id.clone()) else {
             return false;
         };
@@ -131,7 +273,7 @@ impl MemoryStore {
             return false;
         };
         let removed = self.shared.tokens.remove(&id).is_some();
-        ids.retain(|&other| other != id);
+        ids.remove(id);
         let now_empty = ids.is_empty();
         drop(ids);
         if now_empty {
@@ -141,11 +283,12 @@ impl MemoryStore {
     }
 
     fn revoke_all_now(&self, user_id: &UserId) -> u64 {
+        let _change = self.shared.changes.begin();
         let Some(mut ids) = self.shared.users.get_mut(user_id) else {
             return 0;
         };
         let mut removed = 0;
-        for id in ids.drain(..) {
+        for id in ids.take() {
             removed += u64::from(self.shared.tokens.remove(&id).is_some());
         }
         drop(ids);
@@ -168,6 +311,92 @@ impl MemoryStore {
     }
 }
 
+/// Per-thread copies of the tokens a thread authenticates again and again.
+///
+/// One token used by many cores at once (a service account, a load test) would otherwise have them all
+/// write the same two cache lines on every request: the map shard's lock and the record's reference
+/// count. A thread serves such a token from its own copy instead, and writes only its own memory. A
+/// copy is made on a token's second lookup in a row by the same thread, so tokens seen once cost no
+/// copy; it is used only while [`Changes`] says no stored token has changed since it was made.
+mod hot {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    use crate::token::{TokenId, TokenRecord};
+
+    /// Copies per thread: direct-mapped, a new token evicts the one in its place.
+    const PLACES: usize = 64;
+
+    struct Place {
+        /// The store (0: none) and token this place holds, and the version its copy is valid for.
+        store: u64,
+        id: TokenId,
+        version: u64,
+        copy: Option<Arc<TokenRecord>>,
+        /// The stored record the copy was made from: while the map still holds this very `Arc`, the
+        /// token did not change (changes replace the `Arc`, as this one is never unique), and a new
+        /// version only needs the copy to be revalidated.
+        source: Option<Arc<TokenRecord>>,
+        /// The last token looked up through this place: a copy is made when it comes again.
+        last: (u64, TokenId),
+    }
+
+    impl Place {
+        const EMPTY: Place = Place { store: 0, id: 0, version: 0, copy: None, source: None, last: (0, 0) };
+    }
+
+    thread_local! {
+        static PLACES_OF_THIS_THREAD: RefCell<[Place; PLACES]> =
+            const { RefCell::new([const { Place::EMPTY }; PLACES]) };
+    }
+
+    fn place(store: u64, id: TokenId) -> usize {
+        // Ids are consecutive: the low bits spread them; the store is mixed in so stores do not collide.
+        (id ^ store.wrapping_mul(0x9e37_79b9_7f4a_7c15)) as usize % PLACES
+    }
+
+    /// This thread's copy of token `id` of `store`, if it is valid at `version`.
+    #[inline]
+    pub(super) fn get(store: u64, id: TokenId, version: u64) -> Option<Arc<TokenRecord>> {
+        // `try_`: the thread may be shutting down, or (never in practice) already inside this cache.
+        PLACES_OF_THIS_THREAD
+            .try_with(|places| {
+                let places = places.try_borrow().ok()?;
+                let place = &places[place(store, id)];
+                if place.store == store && place.id == id && place.version == version {
+                    place.copy.clone()
+                } else {
+                    None
+                }
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Tells the cache that `record` is token `id` of `store` at `version`.
+    pub(super) fn offer(store: u64, id: TokenId, version: u64, record: &Arc<TokenRecord>) {
+        let _ = PLACES_OF_THIS_THREAD.try_with(|places| {
+            let Ok(mut places) = places.try_borrow_mut() else { return };
+            let place = &mut places[place(store, id)];
+            let held = place.store == store && place.id == id;
+            if held && place.source.as_ref().is_some_and(|source| Arc::ptr_eq(source, record)) {
+                place.version = version;
+            } else if held || place.last == (store, id) {
+                *place = Place {
+                    store,
+                    id,
+                    version,
+                    copy: Some(Arc::new(TokenRecord::clone(record))),
+                    source: Some(Arc::clone(record)),
+                    last: (store, id),
+                };
+            } else {
+                place.last = (store, id);
+            }
+        });
+    }
+}
+
 impl Default for MemoryStore {
     fn default() -> Self {
         Self::new()
@@ -183,8 +412,7 @@ impl fmt::Debug for MemoryStore {
 impl TokenStore for MemoryStore {
     #[inline]
     fn find(&self, id: TokenId) -> StoreFuture<Option<Arc<TokenRecord>>> {
-        // Clone the Arc out and drop the shard guard at once; never hold it across an await.
-        StoreFuture::ready(Ok(self.shared.tokens.get(&id).map(|r| Arc::clone(r.value()))))
+        StoreFuture::ready(Ok(self.find_now(id)))
     }
 
     fn insert(&self, token: NewTokenRecord) -> StoreFuture<TokenId> {
@@ -200,6 +428,7 @@ impl TokenStore for MemoryStore {
     }
 
     fn mark_refresh_rotated(&self, id: TokenId) -> StoreFuture<bool> {
+        let _change = self.shared.changes.begin();
         let changed = match self.shared.tokens.get_mut(&id) {
             Some(mut record) if record.kind == TokenKind::Refresh => {
                 Arc::make_mut(&mut record).kind = TokenKind::RotatedRefresh;
@@ -215,6 +444,7 @@ impl TokenStore for MemoryStore {
     }
 
     fn touch_last_used(&self, id: TokenId, at: SystemTime) -> StoreFuture<()> {
+        let _change = self.shared.changes.begin();
         if let Some(mut record) = self.shared.tokens.get_mut(&id) {
             Arc::make_mut(&mut record).last_used_at = Some(at);
         }
@@ -281,6 +511,98 @@ mod tests {
         let pruned = store.prune_expired(t0, Some(t0 + Duration::from_secs(1))).await.unwrap();
         assert_eq!(pruned, 1);
         assert!(store.is_empty() && store.user_count() == 0);
+    }
+
+    #[tokio::test]
+    async fn a_hot_token_is_not_found_once_revoked() {
+        let store = MemoryStore::new();
+        let a = store.issue(NewToken::access(1u64)).await.unwrap();
+        let b = store.issue(NewToken::access(1u64)).await.unwrap();
+        for _ in 0..3 {
+            assert!(store.find(a.record.id).await.unwrap().is_some());
+        }
+        assert!(store.revoke(a.record.id).await.unwrap());
+        assert!(store.find(a.record.id).await.unwrap().is_none());
+        for _ in 0..3 {
+            assert!(store.find(b.record.id).await.unwrap().is_some());
+        }
+        assert_eq!(store.revoke_all_for_user(&1u64.into()).await.unwrap(), 1);
+        assert!(store.find(b.record.id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_hot_token_shows_every_change() {
+        let store = MemoryStore::new();
+        let r = store.issue(NewToken::refresh(1u64)).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(store.find(r.record.id).await.unwrap().unwrap().kind, TokenKind::Refresh);
+        }
+        assert!(store.mark_refresh_rotated(r.record.id).await.unwrap());
+        assert_eq!(store.find(r.record.id).await.unwrap().unwrap().kind, TokenKind::RotatedRefresh);
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        store.touch_last_used(r.record.id, at).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(store.find(r.record.id).await.unwrap().unwrap().last_used_at, Some(at));
+        }
+        assert_eq!(
+            store.prune_expired(SystemTime::now(), Some(SystemTime::now() + Duration::from_secs(1))).await.unwrap(),
+            1
+        );
+        assert!(store.find(r.record.id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn hot_tokens_of_two_stores_do_not_mix() {
+        let (one, two) = (MemoryStore::new(), MemoryStore::new());
+        let a = one.issue(NewToken::access(1u64)).await.unwrap();
+        let b = two.issue(NewToken::access(2u64)).await.unwrap();
+        assert_eq!(a.record.id, b.record.id);
+        for _ in 0..3 {
+            assert_eq!(one.find(a.record.id).await.unwrap().unwrap().user_id, UserId::from(1u64));
+            assert_eq!(two.find(b.record.id).await.unwrap().unwrap().user_id, UserId::from(2u64));
+        }
+    }
+
+    #[test]
+    fn a_token_revoked_on_one_thread_is_gone_on_every_other() {
+        let store = MemoryStore::new();
+        let mut ids = Vec::new();
+        for user in 0..8u64 {
+            let issued = store.issue(NewToken::access(user));
+            ids.push(futures_now(issued).record.id);
+        }
+        let barrier = std::sync::Barrier::new(5);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    // Make every token hot on this thread, wait for the logout, then look again.
+                    for _ in 0..3 {
+                        for &id in &ids {
+                            assert!(futures_now(store.find(id)).is_some());
+                        }
+                    }
+                    barrier.wait();
+                    barrier.wait();
+                    for (user, &id) in ids.iter().enumerate() {
+                        assert_eq!(futures_now(store.find(id)).is_some(), user % 2 == 1, "token of user {user}");
+                    }
+                });
+            }
+            barrier.wait();
+            for user in (0..8u64).step_by(2) {
+                assert_eq!(futures_now(store.revoke_all_for_user(&user.into())), 1);
+            }
+            barrier.wait();
+        });
+    }
+
+    /// Resolves a `MemoryStore` future, which is always ready.
+    fn futures_now<T>(future: impl std::future::Future<Output = Result<T, crate::StoreError>>) -> T {
+        let mut future = std::pin::pin!(future);
+        match future.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Ready(result) => result.unwrap(),
+            std::task::Poll::Pending => panic!("MemoryStore futures are ready at once"),
+        }
     }
 
     #[tokio::test]
