@@ -140,7 +140,7 @@ where
         match rejection {
             None => ResponseFuture { kind: Kind::Inner { future: self.inner.call(request) } },
             Some(rejection) => ResponseFuture {
-                kind: Kind::Rejected { response: Some(rejection.into_response(is_grpc(request.headers()))) },
+                kind: Kind::Rejected { response: Some(rejection.to_response(is_grpc(request.headers()))) },
             },
         }
     }

@@ -1,16 +1,17 @@
 //! [`AuthenticatedToken`]: what the auth layer hands to handlers.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::token::{Abilities, TokenId, TokenKind, TokenRecord, UserId};
+use crate::session::SessionId;
+use crate::token::{Abilities, TokenId, TokenKind, TokenName, TokenRecord, UserId};
 
 /// The token that authenticated a request, inserted into the request extensions by
 /// [`TokenAuth`](crate::TokenAuth).
 ///
-/// Only this crate creates it, so a handler that finds one knows the layer validated the token. It is
-/// cheap to clone (shared). `Debug` shows neither the secret (never known after issue) nor the digest.
+/// Only the layer creates it, so a handler that finds one knows the layer validated the token (tests of
+/// handlers can build one with `AuthenticatedToken::for_testing`, feature `test-util`). It is cheap to
+/// clone. `Debug` shows neither the secret (never known after issue) nor the digest.
 ///
 /// ```
 /// # use http::Request;
@@ -26,13 +27,41 @@ use crate::token::{Abilities, TokenId, TokenKind, TokenRecord, UserId};
 /// ```
 #[derive(Clone)]
 pub struct AuthenticatedToken {
-    record: Arc<TokenRecord>,
+    record: TokenRecord,
 }
 
 impl AuthenticatedToken {
     #[inline]
-    pub(crate) fn new(record: Arc<TokenRecord>) -> Self {
+    pub(crate) fn new(record: TokenRecord) -> Self {
         Self { record }
+    }
+
+    /// A token for unit tests of handlers, built from any record, **without any check**: it proves
+    /// nothing about a request. Behind the `test-util` feature so that production code cannot forge one
+    /// by accident.
+    ///
+    /// ```
+    /// use tower_token_auth::testing::record;
+    /// use tower_token_auth::AuthenticatedToken;
+    ///
+    /// let token = AuthenticatedToken::for_testing(record(42u64).name("laptop"));
+    /// assert_eq!(token.user_id(), &42u64);
+    /// ```
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+    pub fn for_testing(record: impl Into<TokenRecord>) -> Self {
+        Self { record: record.into() }
+    }
+
+    /// The session (device) of the token: what [`LogoutService`](crate::LogoutService) scopes a "log out
+    /// this device" to, and what a device list marks as current.
+    pub fn session_id(&self) -> SessionId {
+        self.record.session_id
+    }
+
+    /// The whole stored record.
+    pub fn record(&self) -> &TokenRecord {
+        &self.record
     }
 
     /// The owner of the token.
@@ -46,7 +75,7 @@ impl AuthenticatedToken {
     }
 
     /// The token's name (e.g. the device).
-    pub fn name(&self) -> &str {
+    pub fn name(&self) -> &TokenName {
         &self.record.name
     }
 
@@ -85,6 +114,7 @@ impl fmt::Debug for AuthenticatedToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthenticatedToken")
             .field("token_id", &self.record.id)
+            .field("session_id", &self.record.session_id)
             .field("user_id", &self.record.user_id)
             .field("kind", &self.record.kind)
             .field("name", &self.record.name)

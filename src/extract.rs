@@ -122,7 +122,7 @@ impl IntoResponse for MissingAuthLayer {
 /// what the layer would (HTTP form; gRPC callers are served by the layer itself).
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        Rejection::into_response(self, false).map(axum_core::body::Body::new)
+        self.to_response(false).map(axum_core::body::Body::new)
     }
 }
 

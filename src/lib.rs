@@ -81,16 +81,25 @@ pub mod header;
 pub mod logout;
 pub mod refresh;
 pub mod response;
+pub mod session;
 pub mod store;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod testing;
 pub mod token;
 
 pub use auth::{TokenAuth, TokenAuthLayer};
 pub use authenticated::AuthenticatedToken;
-pub use logout::LogoutService;
+pub use logout::{LogoutScope, LogoutService};
+pub use refresh::{NewPair, RefreshError, RefreshTokens, TokenPair};
 pub use response::Rejection;
+pub use session::{
+    ExchangeOutcome, NewSecret, NewSession, RefreshExchange, SessionId, SessionLimit, SessionSummary, SessionTokens,
+    Sessions,
+};
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
 #[cfg(feature = "sql")]
 pub use store::SqlStore;
-pub use store::{MemoryStore, StoreError, StoreFuture, TokenStore, TokenStoreExt};
-pub use token::{Abilities, IssuedToken, NewToken, TokenId, TokenKind, TokenRecord, UserId};
+pub use store::{MemoryStore, StoreError, StoreErrorKind, StoreFuture, TokenStore, TokenStoreExt};
+pub use token::{Abilities, IssuedToken, NewToken, TokenDigest, TokenId, TokenKind, TokenName, TokenRecord, UserId};

@@ -1,58 +1,146 @@
-//! Refresh tokens: issuing access/refresh pairs and exchanging a refresh token for a new pair, with
-//! rotation and reuse detection. Sanctum has no refresh tokens; this fills that gap on every store.
+//! Refresh tokens: issuing a login's access/refresh pair (a [session](crate::session)) and exchanging
+//! the refresh token for a new pair in the same session, with rotation and reuse detection. Sanctum has
+//! no refresh tokens; this fills that gap on every store.
 //!
-//! - **Rotation**: each refresh token works once. Exchanging it marks it
-//!   [`RotatedRefresh`](crate::TokenKind::RotatedRefresh) (atomically, so two concurrent exchanges
-//!   cannot both succeed) and issues a new pair.
-//! - **Reuse detection**: presenting an already rotated refresh token (with the right secret) means it
-//!   was copied. Every token of that user is revoked, and the caller gets [`RefreshError::Reused`].
-//! - Access tokens are not refresh tokens, and refresh tokens are not accepted as access tokens by
-//!   [`TokenAuthLayer`](crate::TokenAuthLayer). Logging out revokes both kinds.
+//! - **Rotation**: each refresh token works once. An exchange replaces the session's access **and**
+//!   refresh token with a new pair; the previous access token stops working at once, so a device holds
+//!   one working access token at a time.
+//! - **Reuse detection**: presenting an already exchanged refresh token (with its right secret) means a
+//!   copy of it exists. By default **that session** is revoked, every token of it including the pair
+//!   the first exchange minted (RFC 9700's refresh-token family); the user's other devices keep working.
+//!   [`on_reuse`](RefreshTokens::on_reuse) can revoke every session of the user instead. The caller gets
+//!   [`RefreshError::Reused`].
+//! - **Atomicity**: the check, the rotation and the new pair are one store operation
+//!   ([`TokenStore::exchange_refresh`]), so two presentations of one token have exactly one winner, and
+//!   an exchange racing a logout either happens entirely before it (its pair is revoked) or fails.
+//! - Refresh tokens are not accepted by [`TokenAuthLayer`](crate::TokenAuthLayer), and access tokens do
+//!   not refresh. Logging out revokes both kinds.
 //!
 //! ```
 //! use std::time::Duration;
 //! use http::{header::AUTHORIZATION, HeaderMap, HeaderValue};
-//! use tower_token_auth::refresh::{RefreshError, RefreshTokens};
-//! use tower_token_auth::MemoryStore;
+//! use tower_token_auth::refresh::{NewPair, RefreshError, RefreshTokens};
+//! use tower_token_auth::{MemoryStore, TokenStore};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-//! let tokens = RefreshTokens::new(MemoryStore::new())
+//! let store = MemoryStore::new();
+//! let tokens = RefreshTokens::new(store.clone())
 //!     .access_ttl(Duration::from_secs(3600))
 //!     .refresh_ttl(Duration::from_secs(30 * 86400));
-//! let pair = tokens.issue_pair(7u64, "laptop").await?;
+//! let pair = tokens.issue_pair(NewPair::new(7u64).name("laptop").abilities(["posts:read"])).await?;
 //!
 //! let mut headers = HeaderMap::new();
 //! headers.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {}", pair.refresh.plain_text.expose()))?);
-//! let rotated = tokens.exchange(&headers).await?;          // a new pair
-//! assert!(matches!(tokens.exchange(&headers).await, Err(RefreshError::Reused { .. }))); // stolen copy
-//! # let _ = rotated;
+//! let rotated = tokens.exchange(&headers).await?; // a new pair, same session, same abilities
+//! assert_eq!(rotated.session_id(), pair.session_id());
+//! assert!(rotated.access.record.abilities.can("posts:read"));
+//!
+//! // The old refresh token again: a copy is in use, so the session is revoked, new pair included.
+//! assert!(matches!(tokens.exchange(&headers).await, Err(RefreshError::Reused { .. })));
+//! assert!(store.find(rotated.access.record.id).await?.is_none());
 //! # Ok(())
 //! # }
 //! ```
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 
+use crate::auth::verify::guarded;
 use crate::clock::{Clock, SystemClock};
 use crate::header::{credentials, BearerCredentials};
 use crate::response::Rejection;
-use crate::store::{StoreError, TokenStore, TokenStoreExt};
-use crate::token::{Abilities, IssuedToken, NewToken, TokenDigest, TokenId, TokenKind, UserId};
+use crate::session::{
+    ExchangeOutcome, NewSecret, NewSession, OnReuse, RefreshExchange, SessionId, SessionLimit, DEFAULT_KEEP_ROTATED,
+};
+use crate::store::{StoreError, TokenStore};
+use crate::token::{
+    generate_secret, Abilities, InvalidToken, IssuedToken, PlainTextToken, TokenDigest, TokenId, TokenKind, TokenName,
+    TokenRecord, UserId,
+};
 
-/// The ability Laravel apps conventionally give refresh tokens; SQL stores use it to mark them.
-pub const REFRESH_ABILITY: &str = "issue-access-token";
+pub use crate::token::REFRESH_ABILITY;
 
-/// A new access token and the refresh token that can replace it.
+/// A new access token and the refresh token that can replace it: one session.
 #[derive(Debug, Clone)]
 pub struct TokenPair {
     /// The access token.
     pub access: IssuedToken,
     /// The refresh token.
     pub refresh: IssuedToken,
+}
+
+impl TokenPair {
+    /// The session both tokens belong to.
+    pub fn session_id(&self) -> SessionId {
+        self.access.record.session_id
+    }
+}
+
+/// A login to issue a pair for: the per-login settings of [`RefreshTokens::issue_pair`].
+///
+/// Unset values fall back to the [`RefreshTokens`] defaults.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_token_auth::refresh::NewPair;
+///
+/// let login = NewPair::new(42u64)
+///     .name("Firefox on Linux")
+///     .abilities(["posts:read"])
+///     .access_ttl(Duration::from_secs(900));
+/// ```
+#[derive(Clone, Debug)]
+pub struct NewPair {
+    user_id: UserId,
+    name: TokenName,
+    abilities: Option<Abilities>,
+    access_ttl: Option<Option<Duration>>,
+    refresh_ttl: Option<Option<Duration>>,
+}
+
+impl NewPair {
+    /// A pair for `user_id`, unnamed, with the defaults of the [`RefreshTokens`] that issues it.
+    pub fn new(user_id: impl Into<UserId>) -> Self {
+        Self {
+            user_id: user_id.into(),
+            name: TokenName::default(),
+            abilities: None,
+            access_ttl: None,
+            refresh_ttl: None,
+        }
+    }
+
+    /// The device name (Sanctum's `name`), shown in the session list.
+    pub fn name(mut self, name: impl Into<TokenName>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The abilities of the access token, and of every access token the session's refresh token mints.
+    pub fn abilities<I, S>(mut self, abilities: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.abilities = Some(abilities.into_iter().collect());
+        self
+    }
+
+    /// The access token's lifetime (`None`: never expires).
+    pub fn access_ttl(mut self, ttl: impl Into<Option<Duration>>) -> Self {
+        self.access_ttl = Some(ttl.into());
+        self
+    }
+
+    /// The refresh token's lifetime (`None`: never expires).
+    pub fn refresh_ttl(mut self, ttl: impl Into<Option<Duration>>) -> Self {
+        self.refresh_ttl = Some(ttl.into());
+        self
+    }
 }
 
 /// Why a refresh token was not exchanged.
@@ -63,10 +151,13 @@ pub enum RefreshError {
     Missing,
     /// A refresh token that is malformed, unknown, wrong, expired, or not a refresh token.
     Invalid,
-    /// An already rotated refresh token was presented: every token of the user has been revoked.
+    /// An already exchanged refresh token was presented: its session (or, with
+    /// [`OnReuse::RevokeAllSessions`], every session of the user) has been revoked.
     Reused {
         /// The user whose tokens were revoked.
         user_id: UserId,
+        /// The session the reused token belonged to.
+        session_id: SessionId,
         /// How many tokens were revoked.
         revoked: u64,
     },
@@ -92,7 +183,9 @@ impl fmt::Display for RefreshError {
         match self {
             RefreshError::Missing => f.write_str("no refresh token was sent"),
             RefreshError::Invalid => f.write_str("invalid refresh token"),
-            RefreshError::Reused { .. } => f.write_str("refresh token reused; all of the user's tokens were revoked"),
+            RefreshError::Reused { session_id, revoked, .. } => {
+                write!(f, "refresh token reused; session {session_id} revoked ({revoked} tokens)")
+            }
             RefreshError::Store(e) => write!(f, "{e}"),
         }
     }
@@ -113,6 +206,12 @@ impl From<StoreError> for RefreshError {
     }
 }
 
+impl From<RefreshError> for Rejection {
+    fn from(e: RefreshError) -> Self {
+        e.rejection()
+    }
+}
+
 /// Issues and exchanges access/refresh token pairs. See the [module docs](crate::refresh).
 pub struct RefreshTokens<St> {
     store: St,
@@ -122,10 +221,15 @@ pub struct RefreshTokens<St> {
     prefix: String,
     clock: Arc<dyn Clock>,
     timeout: Option<Duration>,
+    reuse_interval: Duration,
+    keep_rotated: usize,
+    on_reuse: OnReuse,
+    session_limit: SessionLimit,
 }
 
 impl<St: TokenStore> RefreshTokens<St> {
-    /// Pairs stored in `store`: access tokens valid for 1 hour, refresh tokens for 30 days.
+    /// Pairs stored in `store`: access tokens valid for 1 hour, refresh tokens for 30 days (counted from
+    /// each exchange), strict reuse detection revoking the reused session, at most 100 sessions per user.
     pub fn new(store: St) -> Self {
         Self {
             store,
@@ -135,43 +239,36 @@ impl<St: TokenStore> RefreshTokens<St> {
             prefix: String::new(),
             clock: Arc::new(SystemClock),
             timeout: Some(crate::auth::verify::DEFAULT_LOOKUP_TIMEOUT),
+            reuse_interval: Duration::ZERO,
+            keep_rotated: DEFAULT_KEEP_ROTATED,
+            on_reuse: OnReuse::RevokeSession,
+            session_limit: SessionLimit::default(),
         }
     }
 
     /// Bounds each [`issue_pair`](Self::issue_pair) and [`exchange`](Self::exchange) (default 5 s, like
-    /// the layer's lookup timeout; `None` waits forever). A store that takes longer is reported as
-    /// [`StoreError::timeout`], so a hung store answers `503` instead of hanging login and refresh.
+    /// the layer's lookup timeout; `None` waits forever). A store that takes longer, fails or panics is
+    /// reported as a [`StoreError`], so a broken store answers `503` instead of hanging login and refresh.
     /// Needs tokio's time driver.
     pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
         self.timeout = timeout;
         self
     }
 
-    async fn bounded<T, E: From<StoreError>>(
-        &self,
-        work: impl std::future::Future<Output = Result<T, E>>,
-    ) -> Result<T, E> {
-        match self.timeout {
-            Some(limit) => {
-                tokio::time::timeout(limit, work).await.unwrap_or_else(|_| Err(StoreError::timeout().into()))
-            }
-            None => work.await,
-        }
-    }
-
-    /// Access token lifetime (`None`: never expires).
+    /// Default access token lifetime (`None`: never expires).
     pub fn access_ttl(mut self, ttl: impl Into<Option<Duration>>) -> Self {
         self.access_ttl = ttl.into();
         self
     }
 
-    /// Refresh token lifetime (`None`: never expires).
+    /// Default refresh token lifetime, counted from issue and from every exchange (`None`: never expires).
     pub fn refresh_ttl(mut self, ttl: impl Into<Option<Duration>>) -> Self {
         self.refresh_ttl = ttl.into();
         self
     }
 
-    /// Abilities of the access tokens issued (default `["*"]`).
+    /// Default abilities of the access tokens of a pair (default `["*"]`); [`NewPair::abilities`] sets them
+    /// per login. A session keeps its abilities through every exchange.
     pub fn access_abilities(mut self, abilities: Abilities) -> Self {
         self.access_abilities = abilities;
         self
@@ -183,9 +280,45 @@ impl<St: TokenStore> RefreshTokens<St> {
         self
     }
 
-    /// Time source for issue and expiry.
+    /// Time source for issue, expiry and the reuse interval.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Lets a client that lost an exchange's response retry with the refresh token it just exchanged:
+    /// for `interval` after an exchange, presenting the previous refresh token again mints another pair
+    /// in the same session (replacing the first one) instead of raising reuse (Auth0's reuse interval,
+    /// Supabase's `REFRESH_TOKEN_REUSE_INTERVAL`, 10 s there). Default zero: strict.
+    ///
+    /// The trade-off: within the interval, a thief holding a copy of the token gets a working pair too,
+    /// with no alarm, and the device loses the pair it was given. Keep it to seconds, and zero unless
+    /// clients on flaky networks need it.
+    pub fn reuse_interval(mut self, interval: Duration) -> Self {
+        self.reuse_interval = interval;
+        self
+    }
+
+    /// How many exchanged refresh tokens each session remembers, so that presenting one is recognised as
+    /// reuse (default 8, about a working day of hourly refreshes). A token exchanged longer ago than that
+    /// is forgotten: presenting it is an ordinary invalid token (`401`, nothing revoked). Each remembered
+    /// token costs a digest and a time per session (an extra entry in the refresh row's abilities on SQL),
+    /// never a record of its own.
+    pub fn keep_rotated(mut self, count: usize) -> Self {
+        self.keep_rotated = count;
+        self
+    }
+
+    /// What reuse of a refresh token revokes (default [`OnReuse::RevokeSession`]).
+    pub fn on_reuse(mut self, on_reuse: OnReuse) -> Self {
+        self.on_reuse = on_reuse;
+        self
+    }
+
+    /// The cap on sessions per user applied at each login (default [`SessionLimit::default`]: 100, the
+    /// oldest session revoked to make room).
+    pub fn session_limit(mut self, limit: SessionLimit) -> Self {
+        self.session_limit = limit;
         self
     }
 
@@ -194,63 +327,134 @@ impl<St: TokenStore> RefreshTokens<St> {
         &self.store
     }
 
-    /// The access token lifetime.
+    /// The default access token lifetime.
     pub fn access_token_ttl(&self) -> Option<Duration> {
         self.access_ttl
     }
 
-    /// Issues a new pair for `user_id`, both named `name` (e.g. the device).
-    pub async fn issue_pair(&self, user_id: impl Into<UserId>, name: &str) -> Result<TokenPair, StoreError> {
-        self.bounded(self.issue_pair_unbounded(user_id.into(), name)).await
-    }
-
-    async fn issue_pair_unbounded(&self, user_id: UserId, name: &str) -> Result<TokenPair, StoreError> {
+    /// Issues a login's pair: a new session with an access and a refresh token, both named after the
+    /// device. Fails with [`StoreErrorKind::InvalidInput`](crate::store::StoreErrorKind::InvalidInput) for
+    /// reserved abilities and [`StoreErrorKind::SessionLimit`](crate::store::StoreErrorKind::SessionLimit)
+    /// when the user is full and the limit refuses.
+    pub async fn issue_pair(&self, pair: NewPair) -> Result<TokenPair, StoreError> {
+        let abilities = pair.abilities.unwrap_or_else(|| self.access_abilities.clone());
+        if let Some(reserved) = abilities.reserved() {
+            return Err(InvalidToken::ReservedAbility(reserved.to_owned()).into());
+        }
         let now = self.clock.now();
-        let with_ttl = |token: NewToken, ttl: Option<Duration>| match ttl {
-            Some(ttl) => token.expires_in(ttl),
-            None => token,
+        let access_ttl = pair.access_ttl.unwrap_or(self.access_ttl);
+        let refresh_ttl = pair.refresh_ttl.unwrap_or(self.refresh_ttl);
+        let (access_secret, access) = self.secret(now, access_ttl)?;
+        let (refresh_secret, refresh) = self.secret(now, refresh_ttl)?;
+        let session = NewSession {
+            user_id: pair.user_id,
+            name: pair.name,
+            abilities,
+            created_at: now,
+            access: Some(access),
+            refresh: Some(refresh),
+            limit: self.session_limit,
         };
-        let access = NewToken::access(user_id.clone())
-            .name(name)
-            .abilities(self.access_abilities.iter())
-            .issued_at(now)
-            .prefix(self.prefix.clone());
-        let refresh = NewToken::refresh(user_id)
-            .name(name)
-            .abilities([REFRESH_ABILITY])
-            .issued_at(now)
-            .prefix(self.prefix.clone());
-        let refresh = self.store.issue(with_ttl(refresh, self.refresh_ttl)).await?;
-        let access = self.store.issue(with_ttl(access, self.access_ttl)).await?;
-        Ok(TokenPair { access, refresh })
+        let ids = guarded(self.timeout, || self.store.insert(session.clone())).await?;
+        let (Some(access_id), Some(refresh_id)) = (ids.access, ids.refresh) else {
+            return Err(StoreError::corrupt("the store did not assign ids to both tokens of a pair"));
+        };
+        let record = |id, kind, secret: NewSecret| TokenRecord {
+            digest: secret.digest,
+            id,
+            session_id: ids.session_id,
+            kind,
+            expires_at: secret.expires_at,
+            user_id: session.user_id.clone(),
+            created_at: now,
+            last_used_at: None,
+            name: session.name.clone(),
+            abilities: session.abilities.clone(),
+        };
+        Ok(TokenPair {
+            access: IssuedToken {
+                plain_text: PlainTextToken::new(access_id, &access_secret),
+                record: record(access_id, TokenKind::Access, access),
+            },
+            refresh: IssuedToken {
+                plain_text: PlainTextToken::new(refresh_id, &refresh_secret),
+                record: record(refresh_id, TokenKind::Refresh, refresh),
+            },
+        })
     }
 
-    /// Exchanges the refresh token in `headers` (`Authorization: Bearer {id}|{secret}`) for a new pair.
+    fn secret(
+        &self,
+        now: SystemTime,
+        ttl: Option<Duration>,
+    ) -> Result<(zeroize::Zeroizing<String>, NewSecret), StoreError> {
+        let secret = generate_secret(&self.prefix).map_err(StoreError::random)?;
+        let digest = TokenDigest::of(secret.as_bytes());
+        Ok((secret, NewSecret { digest, expires_at: ttl.and_then(|ttl| now.checked_add(ttl)) }))
+    }
+
+    /// Exchanges the refresh token in `headers` (`Authorization: Bearer {id}|{secret}`) for a new pair in
+    /// its session. One store operation; see the [module docs](crate::refresh).
     pub async fn exchange(&self, headers: &HeaderMap) -> Result<TokenPair, RefreshError> {
         let (id, digest) = match credentials(headers) {
             BearerCredentials::Token(token) => (token.id(), TokenDigest::of(token.secret())),
             BearerCredentials::Missing => return Err(RefreshError::Missing),
             BearerCredentials::Malformed | BearerCredentials::Legacy(_) => return Err(RefreshError::Invalid),
         };
-        self.bounded(self.exchange_parsed(id, digest)).await
+        self.exchange_parsed(id, digest).await
     }
 
-    async fn exchange_parsed(&self, id: TokenId, digest: TokenDigest) -> Result<TokenPair, RefreshError> {
-        let record = self.store.find(id).await?.ok_or(RefreshError::Invalid)?;
-        if !record.digest.ct_eq(&digest) || record.is_expired(self.clock.now(), None) {
-            return Err(RefreshError::Invalid);
-        }
-        let rotated = match record.kind {
-            TokenKind::Access => return Err(RefreshError::Invalid),
-            TokenKind::Refresh => self.store.mark_refresh_rotated(id).await?,
-            TokenKind::RotatedRefresh => false,
+    async fn exchange_parsed(&self, token_id: TokenId, digest: TokenDigest) -> Result<TokenPair, RefreshError> {
+        let now = self.clock.now();
+        let (access_secret, access) = self.secret(now, self.access_ttl)?;
+        let (refresh_secret, refresh) = self.secret(now, self.refresh_ttl)?;
+        let exchange = RefreshExchange {
+            token_id,
+            digest,
+            now,
+            access,
+            refresh,
+            reuse_interval: self.reuse_interval,
+            keep_rotated: self.keep_rotated,
+            on_reuse: self.on_reuse,
         };
-        if !rotated {
-            let revoked = self.store.revoke_all_for_user(&record.user_id).await?;
-            tracing::warn!(user_id = %record.user_id, token_id = id, revoked, "refresh token reused; revoked every token of the user");
-            return Err(RefreshError::Reused { user_id: record.user_id.clone(), revoked });
+        match guarded(self.timeout, || self.store.exchange_refresh(exchange)).await? {
+            ExchangeOutcome::Exchanged(session) => {
+                let record = |id, kind, secret: NewSecret| TokenRecord {
+                    digest: secret.digest,
+                    id,
+                    session_id: session.session_id,
+                    kind,
+                    expires_at: secret.expires_at,
+                    user_id: session.user_id.clone(),
+                    created_at: now,
+                    last_used_at: None,
+                    name: session.name.clone(),
+                    abilities: session.abilities.clone(),
+                };
+                Ok(TokenPair {
+                    access: IssuedToken {
+                        plain_text: PlainTextToken::new(session.access, &access_secret),
+                        record: record(session.access, TokenKind::Access, access),
+                    },
+                    refresh: IssuedToken {
+                        plain_text: PlainTextToken::new(session.refresh, &refresh_secret),
+                        record: record(session.refresh, TokenKind::Refresh, refresh),
+                    },
+                })
+            }
+            ExchangeOutcome::Invalid => Err(RefreshError::Invalid),
+            ExchangeOutcome::Reused { user_id, session_id, revoked } => {
+                tracing::warn!(
+                    user.id = %user_id,
+                    session.id = %session_id,
+                    token.id = token_id,
+                    revoked,
+                    "refresh token reused; revoked its session"
+                );
+                Err(RefreshError::Reused { user_id, session_id, revoked })
+            }
         }
-        Ok(self.issue_pair_unbounded(record.user_id.clone(), &record.name).await?)
     }
 }
 
@@ -264,6 +468,10 @@ impl<St: Clone> Clone for RefreshTokens<St> {
             prefix: self.prefix.clone(),
             clock: Arc::clone(&self.clock),
             timeout: self.timeout,
+            reuse_interval: self.reuse_interval,
+            keep_rotated: self.keep_rotated,
+            on_reuse: self.on_reuse,
+            session_limit: self.session_limit,
         }
     }
 }
@@ -274,6 +482,10 @@ impl<St: fmt::Debug> fmt::Debug for RefreshTokens<St> {
             .field("store", &self.store)
             .field("access_ttl", &self.access_ttl)
             .field("refresh_ttl", &self.refresh_ttl)
+            .field("reuse_interval", &self.reuse_interval)
+            .field("keep_rotated", &self.keep_rotated)
+            .field("on_reuse", &self.on_reuse)
+            .field("session_limit", &self.session_limit)
             .finish()
     }
 }
@@ -281,7 +493,8 @@ impl<St: fmt::Debug> fmt::Debug for RefreshTokens<St> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::MemoryStore;
+    use crate::clock::ManualClock;
+    use crate::{MemoryStore, TokenStoreExt};
     use http::header::{HeaderValue, AUTHORIZATION};
 
     fn bearer(token: &IssuedToken) -> HeaderMap {
@@ -291,15 +504,78 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn reused_refresh_token_revokes_everything() {
+    async fn reuse_revokes_the_session_and_spares_other_devices() {
         let store = MemoryStore::new();
         let tokens = RefreshTokens::new(store.clone());
-        let first = tokens.issue_pair(1u64, "phone").await.unwrap();
-        let second = tokens.exchange(&bearer(&first.refresh)).await.unwrap();
+        let phone = tokens.issue_pair(NewPair::new(1u64).name("phone")).await.unwrap();
+        let laptop = tokens.issue_pair(NewPair::new(1u64).name("laptop")).await.unwrap();
+        let second = tokens.exchange(&bearer(&phone.refresh)).await.unwrap();
         assert_eq!(second.access.record.name, "phone");
-        let err = tokens.exchange(&bearer(&first.refresh)).await.unwrap_err();
+        assert_eq!(second.session_id(), phone.session_id());
+        assert!(store
+            .find(phone.access.record.id)
+            .await
+            .unwrap()
+            .is_none_or(|r| r.digest != phone.access.record.digest));
+        let err = tokens.exchange(&bearer(&phone.refresh)).await.unwrap_err();
+        assert!(matches!(err, RefreshError::Reused { revoked: 2, .. }), "{err:?}");
+        assert!(store.find(second.access.record.id).await.unwrap().is_none());
+        assert!(store.find(laptop.access.record.id).await.unwrap().is_some(), "the other device survives");
+    }
+
+    #[tokio::test]
+    async fn reuse_can_revoke_every_session() {
+        let store = MemoryStore::new();
+        let tokens = RefreshTokens::new(store.clone()).on_reuse(OnReuse::RevokeAllSessions);
+        let phone = tokens.issue_pair(NewPair::new(1u64)).await.unwrap();
+        tokens.issue_pair(NewPair::new(1u64)).await.unwrap();
+        tokens.exchange(&bearer(&phone.refresh)).await.unwrap();
+        let err = tokens.exchange(&bearer(&phone.refresh)).await.unwrap_err();
         assert!(matches!(err, RefreshError::Reused { revoked: 4, .. }), "{err:?}");
         assert!(store.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_reuse_interval_lets_a_retry_through_and_then_closes() {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let store = MemoryStore::new();
+        let tokens = RefreshTokens::new(store.clone()).clock(clock.clone()).reuse_interval(Duration::from_secs(10));
+        let first = tokens.issue_pair(NewPair::new(1u64)).await.unwrap();
+        let lost = tokens.exchange(&bearer(&first.refresh)).await.unwrap();
+        clock.advance(Duration::from_secs(5));
+        let retried = tokens.exchange(&bearer(&first.refresh)).await.unwrap();
+        assert_eq!(retried.session_id(), first.session_id());
+        assert!(
+            tokens.exchange(&bearer(&lost.refresh)).await.is_ok(),
+            "the lost pair was rotated within the interval too"
+        );
+        clock.advance(Duration::from_secs(20));
+        assert!(matches!(tokens.exchange(&bearer(&first.refresh)).await, Err(RefreshError::Reused { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_session_keeps_its_abilities_and_name_through_exchanges() {
+        let store = MemoryStore::new();
+        let tokens = RefreshTokens::new(store.clone());
+        let mut pair = tokens.issue_pair(NewPair::new(1u64).name("cli").abilities(["posts:read"])).await.unwrap();
+        for _ in 0..3 {
+            pair = tokens.exchange(&bearer(&pair.refresh)).await.unwrap();
+        }
+        let found = store.find(pair.access.record.id).await.unwrap().unwrap();
+        assert!(found.abilities.can("posts:read") && !found.abilities.can("posts:write"));
+        assert_eq!(found.name, "cli");
+        assert_eq!(store.list_sessions(&1u64.into()).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn reserved_abilities_are_refused_at_issue() {
+        let tokens = RefreshTokens::new(MemoryStore::new());
+        let err = tokens.issue_pair(NewPair::new(1u64).abilities([REFRESH_ABILITY])).await.unwrap_err();
+        assert_eq!(err.kind(), crate::store::StoreErrorKind::InvalidInput);
+        assert!(err.to_string().contains("issue-access-token"), "{err}");
+        let err = tokens.store().issue(crate::NewToken::access(1u64).abilities(["tta:session:1"])).await.unwrap_err();
+        assert_eq!(err.kind(), crate::store::StoreErrorKind::InvalidInput);
+        assert!(tokens.store().is_empty());
     }
 
     #[tokio::test]
@@ -311,52 +587,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_hanging_store_times_out() {
-        #[derive(Clone)]
-        struct Hanging;
-        impl TokenStore for Hanging {
-            fn find(&self, _: TokenId) -> crate::StoreFuture<Option<Arc<crate::TokenRecord>>> {
-                crate::StoreFuture::new(std::future::pending())
-            }
-            fn insert(&self, _: crate::token::NewTokenRecord) -> crate::StoreFuture<TokenId> {
-                crate::StoreFuture::new(std::future::pending())
-            }
-            fn revoke(&self, _: TokenId) -> crate::StoreFuture<bool> {
-                crate::StoreFuture::new(std::future::pending())
-            }
-            fn revoke_all_for_user(&self, _: &UserId) -> crate::StoreFuture<u64> {
-                crate::StoreFuture::new(std::future::pending())
-            }
-            fn mark_refresh_rotated(&self, _: TokenId) -> crate::StoreFuture<bool> {
-                crate::StoreFuture::new(std::future::pending())
-            }
-            fn prune_expired(
-                &self,
-                _: std::time::SystemTime,
-                _: Option<std::time::SystemTime>,
-            ) -> crate::StoreFuture<u64> {
-                crate::StoreFuture::new(std::future::pending())
-            }
-        }
-        let tokens = RefreshTokens::new(Hanging).timeout(Some(Duration::from_millis(20)));
-        let err = tokens.issue_pair(1u64, "").await.unwrap_err();
-        assert_eq!(err.kind(), crate::store::StoreErrorKind::Timeout);
-        let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer 1|secret"));
-        let err = tokens.exchange(&headers).await.unwrap_err();
-        assert_eq!(err.rejection(), Rejection::StoreUnavailable);
-    }
-
-    #[tokio::test]
     async fn access_tokens_and_wrong_secrets_do_not_refresh() {
         let store = MemoryStore::new();
         let tokens = RefreshTokens::new(store.clone());
-        let pair = tokens.issue_pair(1u64, "").await.unwrap();
+        let pair = tokens.issue_pair(NewPair::new(1u64)).await.unwrap();
         assert!(matches!(tokens.exchange(&bearer(&pair.access)).await, Err(RefreshError::Invalid)));
         let mut forged = HeaderMap::new();
         let forged_value = format!("Bearer {}|wrong", pair.refresh.record.id);
         forged.insert(AUTHORIZATION, HeaderValue::from_str(&forged_value).unwrap());
         assert!(matches!(tokens.exchange(&forged).await, Err(RefreshError::Invalid)));
         assert_eq!(store.len(), 2, "a wrong secret must not revoke anything");
+    }
+
+    #[tokio::test]
+    async fn ten_thousand_refreshes_keep_a_bounded_number_of_records() {
+        let store = MemoryStore::new();
+        let tokens = RefreshTokens::new(store.clone());
+        let mut pair = tokens.issue_pair(NewPair::new(1u64)).await.unwrap();
+        for _ in 0..10_000 {
+            pair = tokens.exchange(&bearer(&pair.refresh)).await.unwrap();
+        }
+        assert_eq!(store.len(), 2, "one access and one refresh token");
+        assert_eq!(store.records_of(&1u64.into()), 2 + DEFAULT_KEEP_ROTATED);
     }
 }

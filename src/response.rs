@@ -56,12 +56,13 @@ impl Rejection {
         }
     }
 
-    /// The response for a request; `grpc` selects a gRPC trailers-only response.
-    pub fn into_response(self, grpc: bool) -> Response<JsonBody> {
+    /// The response for a request; `grpc` selects a gRPC trailers-only response. (With the `axum`
+    /// feature, `Rejection` is also an axum `IntoResponse`, in the HTTP form.)
+    pub fn to_response(self, grpc: bool) -> Response<JsonBody> {
         self.into_response_with(grpc, |body| body)
     }
 
-    /// [`into_response`](Self::into_response) with the body wrapped by `wrap` before the response is
+    /// [`to_response`](Self::to_response) with the body wrapped by `wrap` before the response is
     /// assembled, so that the response is not moved once more to change its body type.
     #[inline]
     pub(crate) fn into_response_with<B>(self, grpc: bool, wrap: impl FnOnce(JsonBody) -> B) -> Response<B> {
@@ -166,7 +167,7 @@ mod tests {
 
     #[test]
     fn missing_credentials_has_no_error_code() {
-        let r = Rejection::MissingCredentials.into_response(false);
+        let r = Rejection::MissingCredentials.to_response(false);
         assert_eq!(r.status(), 401);
         assert_eq!(r.headers()[WWW_AUTHENTICATE], "Bearer");
         assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
@@ -174,7 +175,7 @@ mod tests {
 
     #[test]
     fn grpc_rejection_is_trailers_only() {
-        let r = Rejection::InvalidToken.into_response(true);
+        let r = Rejection::InvalidToken.to_response(true);
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["grpc-status"], "16");
         assert_eq!(r.headers()[CONTENT_TYPE], "application/grpc");

@@ -26,6 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
+
+use crate::session::{NewSecret, NewSession, SessionId, SessionLimit};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
@@ -44,7 +46,21 @@ const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 ///
 /// Integer ids (the Laravel default) and string ids (UUID/ULID keys) are both supported. A string
 /// holding a canonical decimal number is the same user as that number: `UserId::from("42") ==
-/// UserId::from(42)`.
+/// UserId::from(42)`. It converts from the integer types database drivers hand out (`u64`, `u32`, `i64`,
+/// `i32`; a negative number becomes its decimal text), from strings, and from `&UserId`, and compares
+/// with integers and strings directly:
+///
+/// ```
+/// use tower_token_auth::UserId;
+///
+/// let row_id: i64 = 42; // what sqlx returns for a BIGINT
+/// let user = UserId::from(row_id);
+/// assert_eq!(user, 42u64);
+/// assert_eq!(user, "42");
+/// assert_eq!(user.to_string(), "42");
+/// assert_eq!(serde_json::to_string(&user).unwrap(), "42");
+/// assert_eq!(serde_json::from_str::<UserId>("\"01HXYZ\"").unwrap(), "01HXYZ");
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId(UserIdRepr);
 
@@ -84,6 +100,28 @@ impl From<u32> for UserId {
     }
 }
 
+impl From<i64> for UserId {
+    /// Non-negative ids are integers; a negative one (never a Laravel id) is kept as its decimal text.
+    fn from(id: i64) -> Self {
+        match u64::try_from(id) {
+            Ok(n) => Self(UserIdRepr::Int(n)),
+            Err(_) => Self(UserIdRepr::Text(Arc::from(id.to_string()))),
+        }
+    }
+}
+
+impl From<i32> for UserId {
+    fn from(id: i32) -> Self {
+        Self::from(i64::from(id))
+    }
+}
+
+impl From<&UserId> for UserId {
+    fn from(id: &UserId) -> Self {
+        id.clone()
+    }
+}
+
 impl From<&str> for UserId {
     fn from(id: &str) -> Self {
         let canonical = !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) && (id == "0" || !id.starts_with('0'));
@@ -97,6 +135,60 @@ impl From<&str> for UserId {
 impl From<String> for UserId {
     fn from(id: String) -> Self {
         Self::from(id.as_str())
+    }
+}
+
+impl From<&String> for UserId {
+    fn from(id: &String) -> Self {
+        Self::from(id.as_str())
+    }
+}
+
+#[cfg(feature = "uuid")]
+#[cfg_attr(docsrs, doc(cfg(feature = "uuid")))]
+impl From<uuid::Uuid> for UserId {
+    /// The hyphenated lower-case form, as Laravel's `uuidMorphs` columns hold it.
+    fn from(id: uuid::Uuid) -> Self {
+        Self(UserIdRepr::Text(Arc::from(id.hyphenated().to_string())))
+    }
+}
+
+macro_rules! user_id_eq_int {
+    ($($int:ty),*) => {$(
+        impl PartialEq<$int> for UserId {
+            fn eq(&self, other: &$int) -> bool {
+                match (&self.0, u64::try_from(*other)) {
+                    (UserIdRepr::Int(n), Ok(other)) => *n == other,
+                    _ => false,
+                }
+            }
+        }
+
+        impl PartialEq<UserId> for $int {
+            fn eq(&self, other: &UserId) -> bool {
+                other == self
+            }
+        }
+    )*};
+}
+
+user_id_eq_int!(u64, u32, i64, i32);
+
+impl PartialEq<str> for UserId {
+    fn eq(&self, other: &str) -> bool {
+        *self == UserId::from(other)
+    }
+}
+
+impl PartialEq<&str> for UserId {
+    fn eq(&self, other: &&str) -> bool {
+        *self == UserId::from(*other)
+    }
+}
+
+impl PartialEq<String> for UserId {
+    fn eq(&self, other: &String) -> bool {
+        *self == UserId::from(other.as_str())
     }
 }
 
@@ -119,6 +211,7 @@ impl fmt::Debug for UserId {
 }
 
 impl serde::Serialize for UserId {
+    /// Integer ids as JSON numbers, string ids as strings.
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match &self.0 {
             UserIdRepr::Int(n) => serializer.serialize_u64(*n),
@@ -127,16 +220,119 @@ impl serde::Serialize for UserId {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for UserId {
+    /// From a non-negative integer or a string (normalised as [`From<&str>`](UserId#impl-From%3C%26str%3E-for-UserId)).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = UserId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a user id: a non-negative integer or a string")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<UserId, E> {
+                Ok(UserId::from(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<UserId, E> {
+                u64::try_from(v).map(UserId::from).map_err(|_| E::custom("a user id cannot be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<UserId, E> {
+                Ok(UserId::from(v))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A token's name, usually the device it was issued to (Sanctum's `name` column).
+///
+/// Cheap to clone: names up to 23 bytes are stored inline, longer ones are shared. Reads as a `&str`.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TokenName(smol_str::SmolStr);
+
+impl TokenName {
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for TokenName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for TokenName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for TokenName {
+    fn from(name: &str) -> Self {
+        Self(smol_str::SmolStr::new(name))
+    }
+}
+
+impl From<String> for TokenName {
+    fn from(name: String) -> Self {
+        Self(smol_str::SmolStr::from(name))
+    }
+}
+
+impl From<&String> for TokenName {
+    fn from(name: &String) -> Self {
+        Self(smol_str::SmolStr::new(name))
+    }
+}
+
+impl PartialEq<str> for TokenName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for TokenName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<TokenName> for &str {
+    fn eq(&self, other: &TokenName) -> bool {
+        other.0 == *self
+    }
+}
+
+impl fmt::Display for TokenName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for TokenName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.0.as_str(), f)
+    }
+}
+
+impl serde::Serialize for TokenName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
 /// What a token may be used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TokenKind {
     /// Authenticates requests. The only kind [`TokenAuthLayer`](crate::TokenAuthLayer) accepts by default.
     Access,
-    /// Only exchanges for a new access/refresh pair (see [`RefreshTokens::exchange`](crate::refresh::RefreshTokens::exchange)).
+    /// Only exchanges for a new access/refresh pair in the same session (see
+    /// [`RefreshTokens::exchange`](crate::refresh::RefreshTokens::exchange)). Its abilities are the ones
+    /// the access tokens it mints get.
     Refresh,
-    /// A refresh token that was already exchanged. It is kept until it expires so that presenting it
-    /// again is recognised as reuse (a sign of theft) rather than an unknown token.
-    RotatedRefresh,
 }
 
 impl TokenKind {
@@ -145,7 +341,6 @@ impl TokenKind {
         match self {
             TokenKind::Access => "access",
             TokenKind::Refresh => "refresh",
-            TokenKind::RotatedRefresh => "rotated-refresh",
         }
     }
 
@@ -154,7 +349,6 @@ impl TokenKind {
         match name {
             "access" => Some(TokenKind::Access),
             "refresh" => Some(TokenKind::Refresh),
-            "rotated-refresh" => Some(TokenKind::RotatedRefresh),
             _ => None,
         }
     }
@@ -219,6 +413,15 @@ impl Abilities {
         let list: Vec<String> = serde_json::from_str(json).ok()?;
         Some(Self::from_iter(list))
     }
+
+    /// The first ability that is reserved for this crate's own bookkeeping, if any: the refresh-token
+    /// markers [`REFRESH_ABILITY`] and [`ROTATED_REFRESH_ABILITY`], and every name starting with
+    /// [`RESERVED_ABILITY_PREFIX`]. Issuing a token with one is refused: on Sanctum's table, where the
+    /// abilities column also records what kind of token a row is, such a token would read back as
+    /// something it is not.
+    pub fn reserved(&self) -> Option<&str> {
+        self.iter().find(|a| is_reserved_ability(a))
+    }
 }
 
 impl<S: Into<String>> FromIterator<S> for Abilities {
@@ -241,6 +444,21 @@ impl serde::Serialize for Abilities {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(self.iter())
     }
+}
+
+/// The ability Laravel applications conventionally give refresh tokens (`tokenCan('issue-access-token')`).
+/// On Sanctum's table it marks a row as a refresh token, so access tokens may not carry it.
+pub const REFRESH_ABILITY: &str = "issue-access-token";
+
+/// Reserved as well: earlier versions of this crate marked exchanged refresh tokens with it.
+pub const ROTATED_REFRESH_ABILITY: &str = "rotated-refresh-token";
+
+/// Abilities starting with this prefix are reserved for the bookkeeping [`SqlStore`](crate::store) keeps
+/// in Sanctum's `abilities` column (session links, the abilities a refresh token grants).
+pub const RESERVED_ABILITY_PREFIX: &str = "tta:";
+
+fn is_reserved_ability(ability: &str) -> bool {
+    ability == REFRESH_ABILITY || ability == ROTATED_REFRESH_ABILITY || ability.starts_with(RESERVED_ABILITY_PREFIX)
 }
 
 /// SHA-256 of a token secret: what a store keeps instead of the secret.
@@ -433,32 +651,36 @@ pub fn generate_secret(prefix: &str) -> Result<Zeroizing<String>, getrandom::Err
 
 /// Everything known about a stored token. Returned by [`TokenStore::find`](crate::TokenStore::find).
 ///
+/// Cheap to clone (no allocation for integer user ids, names up to 23 bytes and `["*"]` abilities).
 /// `Debug` prints only a prefix of the digest; the secret itself is never stored.
 #[derive(Clone, Debug)]
 pub struct TokenRecord {
-    /// The token id.
-    pub id: TokenId,
-    /// The owner.
-    pub user_id: UserId,
-    /// Access, refresh, or an already rotated refresh token.
-    pub kind: TokenKind,
-    /// A label, e.g. the device name.
-    pub name: String,
-    /// What the token may do.
-    pub abilities: Abilities,
     /// SHA-256 of the secret.
     pub digest: TokenDigest,
-    /// When the token was issued.
-    pub created_at: SystemTime,
+    /// The token id.
+    pub id: TokenId,
+    /// The session (device) the token belongs to.
+    pub session_id: SessionId,
+    /// Access or refresh.
+    pub kind: TokenKind,
     /// When it stops being valid; `None` means never (unless the layer sets a maximum age).
     pub expires_at: Option<SystemTime>,
+    /// The owner.
+    pub user_id: UserId,
+    /// When the token was issued.
+    pub created_at: SystemTime,
     /// When it last authenticated a request, if the store tracks that.
     pub last_used_at: Option<SystemTime>,
+    /// A label, e.g. the device name.
+    pub name: TokenName,
+    /// What the token may do. For a refresh token: what the access tokens it mints may do.
+    pub abilities: Abilities,
 }
 
 impl TokenRecord {
     /// Whether the token is expired at `now`: its `expires_at` has passed, or, with `max_age`, it was
     /// created more than `max_age` ago (Sanctum's `expiration`). The sooner of the two wins.
+    #[inline]
     pub fn is_expired(&self, now: SystemTime, max_age: Option<Duration>) -> bool {
         if matches!(self.expires_at, Some(at) if at <= now) {
             return true;
@@ -470,43 +692,31 @@ impl TokenRecord {
     }
 }
 
-/// A token to be stored by [`TokenStore::insert`](crate::TokenStore::insert); the store assigns the id.
-#[derive(Clone, Debug)]
-pub struct NewTokenRecord {
-    /// The owner.
-    pub user_id: UserId,
-    /// Access or refresh.
-    pub kind: TokenKind,
-    /// A label, e.g. the device name.
-    pub name: String,
-    /// What the token may do.
-    pub abilities: Abilities,
-    /// SHA-256 of the secret.
-    pub digest: TokenDigest,
-    /// Issue time.
-    pub created_at: SystemTime,
-    /// Expiry, if any.
-    pub expires_at: Option<SystemTime>,
+/// Why a token or session was refused before it reached the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidToken {
+    /// An ability is reserved (see [`Abilities::reserved`]).
+    ReservedAbility(String),
 }
 
-impl NewTokenRecord {
-    /// The record as stored under `id`.
-    pub fn with_id(self, id: TokenId) -> TokenRecord {
-        TokenRecord {
-            id,
-            user_id: self.user_id,
-            kind: self.kind,
-            name: self.name,
-            abilities: self.abilities,
-            digest: self.digest,
-            created_at: self.created_at,
-            expires_at: self.expires_at,
-            last_used_at: None,
+impl fmt::Display for InvalidToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InvalidToken::ReservedAbility(name) => write!(
+                f,
+                "the ability {name:?} is reserved (`{REFRESH_ABILITY}` and `{ROTATED_REFRESH_ABILITY}` mark refresh \
+                 tokens, `{RESERVED_ABILITY_PREFIX}*` is this crate's bookkeeping): issue a refresh token with \
+                 NewToken::refresh or RefreshTokens::issue_pair, or rename the ability"
+            ),
         }
     }
 }
 
-/// What to issue: a builder passed to [`TokenStoreExt::issue`](crate::TokenStoreExt::issue).
+impl std::error::Error for InvalidToken {}
+
+/// What to issue: a builder passed to [`TokenStoreExt::issue`](crate::TokenStoreExt::issue). The token
+/// becomes a session of its own.
 ///
 /// ```
 /// use std::time::Duration;
@@ -521,11 +731,12 @@ impl NewTokenRecord {
 pub struct NewToken {
     pub(crate) user_id: UserId,
     pub(crate) kind: TokenKind,
-    pub(crate) name: String,
+    pub(crate) name: TokenName,
     pub(crate) abilities: Abilities,
     pub(crate) expires: Expiry,
     pub(crate) issued_at: Option<SystemTime>,
     pub(crate) prefix: String,
+    pub(crate) limit: SessionLimit,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -535,6 +746,16 @@ pub(crate) enum Expiry {
     In(Duration),
 }
 
+impl Expiry {
+    pub(crate) fn resolve(self, created_at: SystemTime) -> Option<SystemTime> {
+        match self {
+            Expiry::Never => None,
+            Expiry::At(at) => Some(at),
+            Expiry::In(ttl) => created_at.checked_add(ttl),
+        }
+    }
+}
+
 impl NewToken {
     /// An access token for `user_id`, with every ability (`["*"]`), no expiry and no name.
     pub fn access(user_id: impl Into<UserId>) -> Self {
@@ -542,7 +763,9 @@ impl NewToken {
     }
 
     /// A refresh token for `user_id`. It is rejected by [`TokenAuthLayer`](crate::TokenAuthLayer) and only
-    /// exchanged for a new pair by [`RefreshTokens::exchange`](crate::refresh::RefreshTokens::exchange).
+    /// exchanged for a new pair by [`RefreshTokens::exchange`](crate::refresh::RefreshTokens::exchange); its
+    /// abilities are those of the access tokens it mints. Logins usually want a pair instead:
+    /// [`RefreshTokens::issue_pair`](crate::refresh::RefreshTokens::issue_pair).
     pub fn refresh(user_id: impl Into<UserId>) -> Self {
         Self::of_kind(user_id.into(), TokenKind::Refresh)
     }
@@ -551,21 +774,23 @@ impl NewToken {
         Self {
             user_id,
             kind,
-            name: String::new(),
+            name: TokenName::default(),
             abilities: Abilities::all(),
             expires: Expiry::Never,
             issued_at: None,
             prefix: String::new(),
+            limit: SessionLimit::default(),
         }
     }
 
     /// Sets the token's name (Sanctum's `name`, often the device).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
+    pub fn name(mut self, name: impl Into<TokenName>) -> Self {
         self.name = name.into();
         self
     }
 
-    /// Sets the abilities (default `["*"]`).
+    /// Sets the abilities (default `["*"]`). Reserved names (see [`Abilities::reserved`]) make
+    /// [`issue`](crate::TokenStoreExt::issue) fail with [`StoreErrorKind::InvalidInput`](crate::store::StoreErrorKind::InvalidInput).
     pub fn abilities<I, S>(mut self, abilities: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -599,22 +824,33 @@ impl NewToken {
         self
     }
 
-    pub(crate) fn into_record(self, digest: TokenDigest) -> NewTokenRecord {
+    /// How many sessions the user may hold, counting this one (default [`SessionLimit::default`]: 100,
+    /// the oldest revoked when full).
+    pub fn session_limit(mut self, limit: SessionLimit) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// The session this token is stored as, its secret's digest given.
+    pub(crate) fn into_session(self, digest: TokenDigest) -> Result<NewSession, InvalidToken> {
+        if let Some(reserved) = self.abilities.reserved() {
+            return Err(InvalidToken::ReservedAbility(reserved.to_owned()));
+        }
         let created_at = self.issued_at.unwrap_or_else(SystemTime::now);
-        let expires_at = match self.expires {
-            Expiry::Never => None,
-            Expiry::At(at) => Some(at),
-            Expiry::In(ttl) => created_at.checked_add(ttl),
+        let secret = NewSecret { digest, expires_at: self.expires.resolve(created_at) };
+        let (access, refresh) = match self.kind {
+            TokenKind::Access => (Some(secret), None),
+            TokenKind::Refresh => (None, Some(secret)),
         };
-        NewTokenRecord {
+        Ok(NewSession {
             user_id: self.user_id,
-            kind: self.kind,
             name: self.name,
             abilities: self.abilities,
-            digest,
             created_at,
-            expires_at,
-        }
+            access,
+            refresh,
+            limit: self.limit,
+        })
     }
 }
 
@@ -756,11 +992,20 @@ mod tests {
     #[test]
     fn expiry_uses_the_sooner_of_expires_at_and_max_age() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let record = NewToken::access(1u64)
-            .issued_at(t0)
-            .expires_in(Duration::from_secs(100))
-            .into_record(TokenDigest::of(b"x"))
-            .with_id(1);
+        let session = NewToken::access(1u64).issued_at(t0).expires_in(Duration::from_secs(100));
+        let session = session.into_session(TokenDigest::of(b"x")).unwrap();
+        let record = TokenRecord {
+            digest: TokenDigest::of(b"x"),
+            id: 1,
+            session_id: crate::SessionId::new(1),
+            kind: TokenKind::Access,
+            expires_at: session.access.unwrap().expires_at,
+            user_id: session.user_id,
+            created_at: session.created_at,
+            last_used_at: None,
+            name: session.name,
+            abilities: session.abilities,
+        };
         assert!(!record.is_expired(t0 + Duration::from_secs(99), None));
         assert!(record.is_expired(t0 + Duration::from_secs(100), None));
         assert!(record.is_expired(t0 + Duration::from_secs(50), Some(Duration::from_secs(50))));

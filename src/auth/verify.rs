@@ -3,11 +3,11 @@
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use dashmap::DashMap;
 use http::HeaderMap;
 use tokio::time::Sleep;
 
@@ -83,45 +83,71 @@ impl<St: std::fmt::Debug> std::fmt::Debug for Config<St> {
     }
 }
 
-/// Throttled last-used tracking: at most one write per token per interval, off the request path.
+/// Throttled last-used tracking: at most about one write per token per interval, off the request path.
+///
+/// Remembers when it last wrote each token in a fixed table of [`LAST_USED_SLOTS`] atomic words (512
+/// KiB), indexed by a hash of the token id, so memory is bounded and each request costs one load and,
+/// when a write is due, one compare-and-swap, however many tokens are in use. Two tokens sharing a slot
+/// only cost an extra write now and then.
 pub(crate) struct LastUsed {
     pub(crate) interval: Duration,
-    written: DashMap<TokenId, SystemTime>,
+    epoch: SystemTime,
+    slots: Box<[AtomicU64]>,
 }
+
+/// Slots of the last-used table (a power of two).
+pub(crate) const LAST_USED_SLOTS: usize = 1 << 16;
+
+/// A slot holds a 24-bit tag of the token id and, below it, 40 bits of milliseconds since `epoch`
+/// (34 years).
+const LAST_USED_TIME_BITS: u32 = 40;
 
 impl LastUsed {
     pub(crate) fn new(interval: Duration) -> Self {
-        Self { interval, written: DashMap::new() }
+        let slots = (0..LAST_USED_SLOTS).map(|_| AtomicU64::new(0)).collect();
+        Self { interval, epoch: SystemTime::now(), slots }
     }
 
-    fn record<St: TokenStore>(&self, store: &St, record: &TokenRecord, now: SystemTime) {
+    /// The slot index and tag of token `id`.
+    fn place(id: TokenId) -> (usize, u64) {
+        let hash = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // Bit 23 of the tag is always set, so an empty slot (0) never matches.
+        ((hash >> 16) as usize & (LAST_USED_SLOTS - 1), (hash >> 40) | (1 << 23))
+    }
+
+    fn millis(&self, at: SystemTime) -> u64 {
+        let ms = at.duration_since(self.epoch).map_or(0, |d| d.as_millis());
+        u64::try_from(ms).unwrap_or(u64::MAX).min((1 << LAST_USED_TIME_BITS) - 1)
+    }
+
+    /// Whether a write of token `id`'s last use at `now` is due, claiming it if so.
+    pub(crate) fn claim(&self, id: TokenId, now: SystemTime) -> bool {
+        let (index, tag) = Self::place(id);
+        let slot = &self.slots[index];
+        let seen = slot.load(Ordering::Relaxed);
+        let now_ms = self.millis(now);
+        let interval_ms = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
+        if seen >> LAST_USED_TIME_BITS == tag {
+            let written = seen & ((1 << LAST_USED_TIME_BITS) - 1);
+            if now_ms.saturating_sub(written) < interval_ms {
+                return false;
+            }
+        }
+        // One caller wins a due write; the others see the new value next time.
+        slot.compare_exchange(seen, (tag << LAST_USED_TIME_BITS) | now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
+    fn record<St: TokenStore>(&self, store: &St, record: &TokenRecord, now: SystemTime, timeout: Option<Duration>) {
         let recent = |at: SystemTime| now.duration_since(at).is_ok_and(|age| age < self.interval) || at > now;
-        if record.last_used_at.is_some_and(recent) {
+        if record.last_used_at.is_some_and(recent) || !self.claim(record.id, now) {
             return;
-        }
-        let due = match self.written.entry(record.id) {
-            dashmap::Entry::Occupied(e) if recent(*e.get()) => false,
-            dashmap::Entry::Occupied(mut e) => {
-                e.insert(now);
-                true
-            }
-            dashmap::Entry::Vacant(e) => {
-                e.insert(now);
-                true
-            }
-        };
-        if !due {
-            return;
-        }
-        if self.written.len() > 100_000 {
-            self.written.retain(|_, at| recent(*at));
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let id = record.id;
-        let write = store.touch_last_used(id, now);
+        let write = guarded(timeout, || store.touch_last_used(id, now));
         runtime.spawn(async move {
             if let Err(error) = write.await {
-                tracing::warn!(token_id = id, %error, "could not record token last use");
+                tracing::warn!(token.id = id, %error, "could not record token last use");
             }
         });
     }
@@ -139,9 +165,34 @@ pub(crate) fn guard_panic<T>(call: impl FnOnce() -> StoreFuture<T>) -> StoreFutu
     catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|_| StoreFuture::ready(Err(store_panicked())))
 }
 
+/// A store call as every part of the crate makes it: a panic while making the call or while polling its
+/// future becomes a [`StoreError`], and a pending future is bounded by `timeout`. A future that is ready
+/// at once stays ready (no allocation, no timer).
+pub(crate) fn guarded<T: Send + 'static>(
+    timeout: Option<Duration>,
+    call: impl FnOnce() -> StoreFuture<T>,
+) -> StoreFuture<T> {
+    match guard_panic(call).try_take_ready() {
+        Ok(result) => StoreFuture::ready(result),
+        Err(pending) => StoreFuture::new(bounded(timeout, pending)),
+    }
+}
+
+/// Waits for a pending store future, bounded by `timeout`, with a panic turned into a store error.
+async fn bounded<T>(timeout: Option<Duration>, mut future: StoreFuture<T>) -> Result<T, StoreError> {
+    let guarded = std::future::poll_fn(move |cx| {
+        catch_unwind(AssertUnwindSafe(|| Pin::new(&mut future).poll(cx)))
+            .unwrap_or_else(|_| Poll::Ready(Err(store_panicked())))
+    });
+    match timeout {
+        Some(limit) => tokio::time::timeout(limit, guarded).await.unwrap_or_else(|_| Err(StoreError::timeout())),
+        None => guarded.await,
+    }
+}
+
 /// A store lookup in flight, bounded by the lookup timeout.
 pub(crate) struct Lookup {
-    future: StoreFuture<Option<Arc<TokenRecord>>>,
+    future: StoreFuture<Option<TokenRecord>>,
     pub(crate) digest: TokenDigest,
     timeout: Option<Duration>,
     // Created on the first pending poll only, so stores that answer at once never touch the timer.
@@ -149,7 +200,7 @@ pub(crate) struct Lookup {
 }
 
 impl Lookup {
-    pub(crate) fn poll_lookup(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Arc<TokenRecord>>, StoreError>> {
+    pub(crate) fn poll_lookup(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<TokenRecord>, StoreError>> {
         let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut self.future).poll(cx)));
         match polled {
             Ok(Poll::Ready(result)) => return Poll::Ready(result),
@@ -198,7 +249,7 @@ impl<St: TokenStore> Config<St> {
     pub(crate) fn finish(
         &self,
         digest: &TokenDigest,
-        found: Result<Option<Arc<TokenRecord>>, StoreError>,
+        found: Result<Option<TokenRecord>, StoreError>,
     ) -> Result<AuthenticatedToken, Rejection> {
         let record = match found {
             Ok(Some(record)) => record,
@@ -221,7 +272,7 @@ impl<St: TokenStore> Config<St> {
             return Err(Rejection::InvalidToken);
         }
         if let Some(last_used) = &self.last_used {
-            last_used.record(&self.store, &record, now);
+            last_used.record(&self.store, &record, now, self.lookup_timeout);
         }
         Ok(AuthenticatedToken::new(record))
     }

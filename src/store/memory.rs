@@ -1,12 +1,11 @@
 //! [`MemoryStore`]: the embedded default store, built on `dashmap`.
 //!
-//! Lookups are one sharded hash-map read; the record is shared (`Arc`), so authenticating a request
-//! copies nothing. A token a thread looks up again and again (a service account, a busy client) is
-//! served from that thread's own copy, so that many cores authenticating the same token do not contend
-//! on one lock and one reference count; any change to a stored token (revocation, rotation, last use)
-//! invalidates every copy at once. A per-user index makes [`revoke_all_for_user`](crate::TokenStore::revoke_all_for_user)
-//! cost O(that user's tokens), whatever the total. State lives in one process: for several instances
-//! behind a load balancer use a shared store (Redis or SQL).
+//! Lookups are one sharded hash-map read that copies the record out (no allocation, no shared write for
+//! integer user ids, short names and `["*"]` abilities). Every change to a user's tokens (a login, an
+//! exchange, a logout, a prune) happens while holding that user's entry in a second map, the per-user
+//! session index: that is the critical section that makes each [`TokenStore`] operation atomic, and it
+//! locks one user, never the whole store. State lives in one process: for several instances behind a
+//! load balancer use a shared store (Redis or SQL).
 //!
 //! Expired tokens are removed by [`prune_expired`](crate::TokenStore::prune_expired); call it on a timer,
 //! or let [`MemoryStore::spawn_pruner`] do it.
@@ -28,16 +27,21 @@
 //! ```
 
 use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 
-use super::{StoreFuture, TokenStore};
+use super::{StoreError, StoreFuture, TokenStore};
 use crate::clock::{Clock, SystemClock};
-use crate::token::{NewTokenRecord, TokenDigest, TokenId, TokenKind, TokenRecord, UserId};
+use crate::session::{
+    ExchangeDecision, ExchangeOutcome, ExchangedSession, NewSecret, NewSession, OnReuse, RefreshExchange,
+    RotatedRefresh, SessionId, SessionSummary, SessionTokens, Sessions,
+};
+use crate::token::{Abilities, TokenDigest, TokenId, TokenKind, TokenName, TokenRecord, UserId};
 
 /// The in-memory token store. Cheap to clone: clones share the same tokens.
 #[derive(Clone)]
@@ -46,127 +50,35 @@ pub struct MemoryStore {
 }
 
 struct Shared {
-    tokens: DashMap<TokenId, Arc<TokenRecord>, RandomState>,
-    // Lock order: an entry of `users` may be held while touching `tokens`, never the other way round.
-    users: DashMap<UserId, UserTokens, RandomState>,
+    tokens: DashMap<TokenId, TokenRecord, RandomState>,
+    // Lock order: an entry of `users` may be held while touching `tokens` or `digests`, never the other
+    // way round.
+    users: DashMap<UserId, UserSessions, RandomState>,
+    /// Digest -> id, kept only with [`MemoryStore::legacy_tokens`].
+    digests: Option<DashMap<TokenDigest, TokenId, RandomState>>,
     next_id: AtomicU64,
-    changes: Changes,
 }
 
-/// Counts the changes to stored tokens, so that per-thread copies of hot tokens ([`hot`]) know when
-/// they are out of date. Inserting a token is not a change: no copy of an id that did not exist can
-/// be out of date.
-///
-/// A seqlock: `version` is odd while a change is being made and goes up by two per change; changes
-/// are made one at a time. Every lookup reads `version` and nothing else here, so it sits on a cache
-/// line of its own, away from `next_id`, which every insert writes.
-#[repr(align(128))]
-struct Changes {
-    /// Names this store in the per-thread caches.
-    store: u64,
-    version: AtomicU64,
-    writer: Mutex<()>,
+/// One user's sessions, in the order they were created.
+#[derive(Default)]
+struct UserSessions {
+    sessions: Vec<Session>,
 }
 
-impl Changes {
-    fn new() -> Self {
-        static NEXT_STORE: AtomicU64 = AtomicU64::new(1);
-        Self { store: NEXT_STORE.fetch_add(1, Ordering::Relaxed), version: AtomicU64::new(0), writer: Mutex::new(()) }
-    }
-
-    /// The version of the stored tokens now; odd while a change is being made.
-    #[inline]
-    fn version(&self) -> u64 {
-        self.version.load(Ordering::SeqCst)
-    }
-
-    /// Marks the start of a change; the change ends when the guard is dropped (even by a panic).
-    fn begin(&self) -> Change<'_> {
-        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        self.version.fetch_add(1, Ordering::SeqCst);
-        Change { changes: self, _writer: writer }
-    }
+struct Session {
+    id: SessionId,
+    name: TokenName,
+    abilities: Abilities,
+    created_at: SystemTime,
+    access: Option<TokenId>,
+    refresh: Option<TokenId>,
+    /// The refresh tokens this session already exchanged, oldest first.
+    rotated: Vec<RotatedRefresh>,
 }
 
-struct Change<'a> {
-    changes: &'a Changes,
-    _writer: MutexGuard<'a, ()>,
-}
-
-impl Drop for Change<'_> {
-    fn drop(&mut self) {
-        self.changes.version.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// The ids of one user's tokens. Most users hold one or two: those stay inline in the index, which
-/// saves an allocation per user and, at logout, a cache miss on a store too big for the cache.
-enum UserTokens {
-    /// Up to two ids; `0` marks a free place (ids start at 1).
-    Inline([TokenId; 2]),
-    /// Three or more.
-    Heap(Vec<TokenId>),
-}
-
-impl Default for UserTokens {
-    fn default() -> Self {
-        UserTokens::Inline([0; 2])
-    }
-}
-
-impl UserTokens {
-    fn push(&mut self, id: TokenId) {
-        match self {
-            UserTokens::Inline(ids) => match ids.iter_mut().find(|place| **place == 0) {
-                Some(place) => *place = id,
-                None => {
-                    let mut heap = Vec::with_capacity(4);
-                    heap.extend_from_slice(ids);
-                    heap.push(id);
-                    *self = UserTokens::Heap(heap);
-                }
-            },
-            UserTokens::Heap(ids) => ids.push(id),
-        }
-    }
-
-    fn remove(&mut self, id: TokenId) {
-        match self {
-            UserTokens::Inline(ids) => ids.iter_mut().filter(|place| **place == id).for_each(|place| *place = 0),
-            UserTokens::Heap(ids) => ids.retain(|&other| other != id),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        match self {
-            UserTokens::Inline(ids) => ids == &[0; 2],
-            UserTokens::Heap(ids) => ids.is_empty(),
-        }
-    }
-
-    /// Empties the list, returning the ids it held.
-    fn take(&mut self) -> impl Iterator<Item = TokenId> {
-        let ids = match std::mem::take(self) {
-            UserTokens::Inline(ids) => TakenIds::Inline(ids.into_iter()),
-            UserTokens::Heap(ids) => TakenIds::Heap(ids.into_iter()),
-        };
-        ids.filter(|&id| id != 0)
-    }
-}
-
-enum TakenIds {
-    Inline(std::array::IntoIter<TokenId, 2>),
-    Heap(std::vec::IntoIter<TokenId>),
-}
-
-impl Iterator for TakenIds {
-    type Item = TokenId;
-
-    fn next(&mut self) -> Option<TokenId> {
-        match self {
-            TakenIds::Inline(ids) => ids.next(),
-            TakenIds::Heap(ids) => ids.next(),
-        }
+impl Session {
+    fn token_ids(&self) -> impl Iterator<Item = TokenId> {
+        self.access.into_iter().chain(self.refresh)
     }
 }
 
@@ -182,10 +94,25 @@ impl MemoryStore {
             shared: Arc::new(Shared {
                 tokens: DashMap::with_capacity_and_hasher(capacity, RandomState::new()),
                 users: DashMap::with_hasher(RandomState::new()),
+                digests: None,
                 next_id: AtomicU64::new(1),
-                changes: Changes::new(),
             }),
         }
+    }
+
+    /// Keeps an index from digest to token, so that legacy Sanctum tokens sent without `{id}|` are found
+    /// (with [`TokenAuthLayer::legacy_tokens`](crate::TokenAuthLayer::legacy_tokens)) in one lookup.
+    /// Off by default, and then [`find_by_digest`](TokenStore::find_by_digest) finds nothing: the index
+    /// costs about 50 bytes per token. Call it on a new, empty store.
+    pub fn legacy_tokens(self, enabled: bool) -> Self {
+        let shared = Shared {
+            tokens: DashMap::with_hasher(RandomState::new()),
+            users: DashMap::with_hasher(RandomState::new()),
+            digests: enabled.then(|| DashMap::with_hasher(RandomState::new())),
+            next_id: AtomicU64::new(self.shared.next_id.load(Ordering::Relaxed)),
+        };
+        debug_assert!(self.is_empty(), "MemoryStore::legacy_tokens is for a new store");
+        Self { shared: Arc::new(shared) }
     }
 
     /// Number of stored tokens (expired ones included until pruned).
@@ -203,8 +130,18 @@ impl MemoryStore {
         self.shared.users.len()
     }
 
+    /// Number of records kept for `user_id`: live tokens plus the exchanged refresh tokens remembered
+    /// for reuse detection. Bounded by the session limit times (2 + `keep_rotated`).
+    pub fn records_of(&self, user_id: &UserId) -> usize {
+        self.shared
+            .users
+            .get(user_id)
+            .map_or(0, |user| user.sessions.iter().map(|s| s.token_ids().count() + s.rotated.len()).sum())
+    }
+
     /// Spawns a tokio task that prunes expired tokens every `interval` (keeping each for `grace` after it
-    /// expires). The task stops when every other clone of the store has been dropped.
+    /// expires). The task stops when every other clone of the store has been dropped. Each prune runs on
+    /// tokio's blocking pool, so a large store never stalls a runtime worker.
     pub fn spawn_pruner(&self, interval: Duration, grace: Duration) -> tokio::task::JoinHandle<()> {
         self.spawn_pruner_with_clock(interval, grace, SystemClock)
     }
@@ -225,175 +162,263 @@ impl MemoryStore {
                 ticker.tick().await;
                 let Some(shared) = weak.upgrade() else { return };
                 let cutoff = clock.now().checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
-                let pruned = MemoryStore { shared }.prune(cutoff, None);
-                if pruned > 0 {
-                    tracing::debug!(pruned, "pruned expired tokens");
+                match (MemoryStore { shared }).prune_expired(cutoff, None).await {
+                    Ok(0) => {}
+                    Ok(pruned) => tracing::debug!(pruned, "pruned expired tokens"),
+                    Err(error) => tracing::warn!(%error, "pruning expired tokens failed"),
                 }
             }
         })
     }
 
-    #[inline]
-    fn find_now(&self, id: TokenId) -> Option<Arc<TokenRecord>> {
-        let changes = &self.shared.changes;
-        let version = changes.version();
-        if let Some(copy) = hot::get(changes.store, id, version) {
-            return Some(copy);
+    fn allocate_id(&self) -> TokenId {
+        self.shared.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn put(&self, record: TokenRecord) {
+        if let Some(digests) = &self.shared.digests {
+            digests.insert(record.digest, record.id);
         }
-        // Clone the Arc out and drop the shard guard at once; never hold it across an await.
-        let found = self.shared.tokens.get(&id).map(|r| Arc::clone(r.value()));
-        if let Some(record) = &found {
-            // Only if no change started or ended around the lookup: then `record` is the token as of
-            // `version`.
-            if version % 2 == 0 && changes.version() == version {
-                hot::offer(changes.store, id, version, record);
-            }
-        }
-        found
+        self.shared.tokens.insert(record.id, record);
     }
 
-    fn insert_now(&self, token: NewTokenRecord) -> TokenId {
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let record = Arc::new(token.with_id(id));
-        // Holding the user's index entry while inserting makes insert and revoke_all_for_user atomic
-        // with respect to each other: a token is never stored without being indexed.
-        let mut ids = self.shared.users.entry(record.user_id.clone()).or_default();
-        ids.push(id);
-        self.shared.tokens.insert(id, record);
-        drop(ids);
-        id
-    }
-
-    fn revoke_now(&self, id: TokenId) -> bool {
-        let _change = self.shared.changes.begin();
-        let Some(user_id) = self.shared.tokens.get(&id).map(|r| r.user_id.clone()) else {
-            return false;
-        };
-        let Some(mut ids) = self.shared.users.get_mut(&user_id) else {
-            return false;
-        };
-        let removed = self.shared.tokens.remove(&id).is_some();
-        ids.remove(id);
-        let now_empty = ids.is_empty();
-        drop(ids);
-        if now_empty {
-            self.shared.users.remove_if(&user_id, |_, ids| ids.is_empty());
-        }
-        removed
-    }
-
-    fn revoke_all_now(&self, user_id: &UserId) -> u64 {
-        let _change = self.shared.changes.begin();
-        let Some(mut ids) = self.shared.users.get_mut(user_id) else {
-            return 0;
-        };
-        let mut removed = 0;
-        for id in ids.take() {
-            removed += u64::from(self.shared.tokens.remove(&id).is_some());
-        }
-        drop(ids);
-        self.shared.users.remove_if(user_id, |_, ids| ids.is_empty());
-        removed
-    }
-
-    fn prune(&self, expired_before: SystemTime, created_before: Option<SystemTime>) -> u64 {
-        let expired: Vec<TokenId> = self
-            .shared
-            .tokens
-            .iter()
-            .filter(|r| {
-                r.expires_at.is_some_and(|at| at < expired_before)
-                    || created_before.is_some_and(|limit| r.created_at < limit)
-            })
-            .map(|r| r.id)
-            .collect();
-        expired.into_iter().map(|id| u64::from(self.revoke_now(id))).sum()
-    }
-}
-
-/// Per-thread copies of the tokens a thread authenticates again and again.
-///
-/// One token used by many cores at once (a service account, a load test) would otherwise have them all
-/// write the same two cache lines on every request: the map shard's lock and the record's reference
-/// count. A thread serves such a token from its own copy instead, and writes only its own memory. A
-/// copy is made on a token's second lookup in a row by the same thread, so tokens seen once cost no
-/// copy; it is used only while [`Changes`] says no stored token has changed since it was made.
-mod hot {
-    use std::cell::RefCell;
-    use std::sync::Arc;
-
-    use crate::token::{TokenId, TokenRecord};
-
-    /// Copies per thread: direct-mapped, a new token evicts the one in its place.
-    const PLACES: usize = 64;
-
-    struct Place {
-        /// The store (0: none) and token this place holds, and the version its copy is valid for.
-        store: u64,
-        id: TokenId,
-        version: u64,
-        copy: Option<Arc<TokenRecord>>,
-        /// The stored record the copy was made from: while the map still holds this very `Arc`, the
-        /// token did not change (changes replace the `Arc`, as this one is never unique), and a new
-        /// version only needs the copy to be revalidated.
-        source: Option<Arc<TokenRecord>>,
-        /// The last token looked up through this place: a copy is made when it comes again.
-        last: (u64, TokenId),
-    }
-
-    impl Place {
-        const EMPTY: Place = Place { store: 0, id: 0, version: 0, copy: None, source: None, last: (0, 0) };
-    }
-
-    thread_local! {
-        static PLACES_OF_THIS_THREAD: RefCell<[Place; PLACES]> =
-            const { RefCell::new([const { Place::EMPTY }; PLACES]) };
-    }
-
-    fn place(store: u64, id: TokenId) -> usize {
-        // Ids are consecutive: the low bits spread them; the store is mixed in so stores do not collide.
-        (id ^ store.wrapping_mul(0x9e37_79b9_7f4a_7c15)) as usize % PLACES
-    }
-
-    /// This thread's copy of token `id` of `store`, if it is valid at `version`.
-    #[inline]
-    pub(super) fn get(store: u64, id: TokenId, version: u64) -> Option<Arc<TokenRecord>> {
-        // `try_`: the thread may be shutting down, or (never in practice) already inside this cache.
-        PLACES_OF_THIS_THREAD
-            .try_with(|places| {
-                let places = places.try_borrow().ok()?;
-                let place = &places[place(store, id)];
-                if place.store == store && place.id == id && place.version == version {
-                    place.copy.clone()
-                } else {
-                    None
+    fn delete(&self, id: TokenId) -> bool {
+        match self.shared.tokens.remove(&id) {
+            Some((_, record)) => {
+                if let Some(digests) = &self.shared.digests {
+                    digests.remove_if(&record.digest, |_, indexed| *indexed == id);
                 }
-            })
-            .ok()
-            .flatten()
+                true
+            }
+            None => false,
+        }
     }
 
-    /// Tells the cache that `record` is token `id` of `store` at `version`.
-    pub(super) fn offer(store: u64, id: TokenId, version: u64, record: &Arc<TokenRecord>) {
-        let _ = PLACES_OF_THIS_THREAD.try_with(|places| {
-            let Ok(mut places) = places.try_borrow_mut() else { return };
-            let place = &mut places[place(store, id)];
-            let held = place.store == store && place.id == id;
-            if held && place.source.as_ref().is_some_and(|source| Arc::ptr_eq(source, record)) {
-                place.version = version;
-            } else if held || place.last == (store, id) {
-                *place = Place {
-                    store,
-                    id,
-                    version,
-                    copy: Some(Arc::new(TokenRecord::clone(record))),
-                    source: Some(Arc::clone(record)),
-                    last: (store, id),
-                };
-            } else {
-                place.last = (store, id);
+    /// Deletes the tokens of `sessions` (already taken out of the user's index). Returns how many.
+    fn delete_sessions(&self, sessions: impl IntoIterator<Item = Session>) -> u64 {
+        sessions.into_iter().flat_map(|s| s.token_ids().collect::<Vec<_>>()).map(|id| u64::from(self.delete(id))).sum()
+    }
+
+    fn insert_now(&self, new: NewSession) -> Result<SessionTokens, StoreError> {
+        let mut user = self.shared.users.entry(new.user_id.clone()).or_default();
+        let evictions = new
+            .limit
+            .evictions(user.sessions.len())
+            .map_err(|()| StoreError::session_limit(new.limit.max().unwrap_or_default()))?;
+        let mut evicted = Vec::new();
+        for _ in 0..evictions {
+            let oldest = user.sessions.iter().enumerate().min_by_key(|(_, s)| (s.created_at, s.id)).map(|(i, _)| i);
+            if let Some(index) = oldest {
+                evicted.push(user.sessions.remove(index));
             }
+        }
+        let record = |id: TokenId, session_id: SessionId, kind: TokenKind, secret: NewSecret| TokenRecord {
+            digest: secret.digest,
+            id,
+            session_id,
+            kind,
+            expires_at: secret.expires_at,
+            user_id: new.user_id.clone(),
+            created_at: new.created_at,
+            last_used_at: None,
+            name: new.name.clone(),
+            abilities: new.abilities.clone(),
+        };
+        let refresh_id = new.refresh.map(|_| self.allocate_id());
+        let access_id = new.access.map(|_| self.allocate_id());
+        let Some(session_id) = refresh_id.or(access_id).map(SessionId::new) else {
+            return Err(StoreError::invalid_input("a session needs an access or a refresh token"));
+        };
+        if let (Some(id), Some(secret)) = (refresh_id, new.refresh) {
+            self.put(record(id, session_id, TokenKind::Refresh, secret));
+        }
+        if let (Some(id), Some(secret)) = (access_id, new.access) {
+            self.put(record(id, session_id, TokenKind::Access, secret));
+        }
+        user.sessions.push(Session {
+            id: session_id,
+            name: new.name.clone(),
+            abilities: new.abilities.clone(),
+            created_at: new.created_at,
+            access: access_id,
+            refresh: refresh_id,
+            rotated: Vec::new(),
         });
+        drop(user);
+        self.delete_sessions(evicted);
+        Ok(SessionTokens { session_id, access: access_id, refresh: refresh_id })
+    }
+
+    fn exchange_now(&self, exchange: &RefreshExchange) -> ExchangeOutcome {
+        let Some(owner) = self.shared.tokens.get(&exchange.token_id).map(|r| r.user_id.clone()) else {
+            return ExchangeOutcome::Invalid;
+        };
+        let Some(mut user) = self.shared.users.get_mut(&owner) else { return ExchangeOutcome::Invalid };
+        // Under the user's lock: the session must still hold this token as its refresh token (a
+        // revocation takes sessions out of the index before it deletes their tokens).
+        let Some(index) = user.sessions.iter().position(|s| s.refresh == Some(exchange.token_id)) else {
+            return ExchangeOutcome::Invalid;
+        };
+        let current = self.shared.tokens.get(&exchange.token_id).map(|r| r.clone());
+        let session = &mut user.sessions[index];
+        match exchange.decide(current.as_ref(), &session.rotated) {
+            ExchangeDecision::Invalid => ExchangeOutcome::Invalid,
+            ExchangeDecision::Reuse => {
+                let session_id = session.id;
+                let taken = match exchange.on_reuse {
+                    OnReuse::RevokeSession => vec![user.sessions.remove(index)],
+                    OnReuse::RevokeAllSessions => std::mem::take(&mut user.sessions),
+                };
+                let now_empty = user.sessions.is_empty();
+                drop(user);
+                if now_empty {
+                    self.shared.users.remove_if(&owner, |_, u| u.sessions.is_empty());
+                }
+                let revoked = self.delete_sessions(taken);
+                ExchangeOutcome::Reused { user_id: owner, session_id, revoked }
+            }
+            ExchangeDecision::Rotate => {
+                let current = current.expect("decide rotates only a stored token");
+                session.rotated = exchange.rotated_after(&session.rotated, current.digest);
+                let refresh = TokenRecord {
+                    digest: exchange.refresh.digest,
+                    expires_at: exchange.refresh.expires_at,
+                    created_at: exchange.now,
+                    last_used_at: None,
+                    ..current.clone()
+                };
+                let access_id = match session.access {
+                    Some(id) => id,
+                    None => self.allocate_id(),
+                };
+                let access = TokenRecord {
+                    digest: exchange.access.digest,
+                    id: access_id,
+                    kind: TokenKind::Access,
+                    expires_at: exchange.access.expires_at,
+                    created_at: exchange.now,
+                    last_used_at: None,
+                    name: session.name.clone(),
+                    abilities: session.abilities.clone(),
+                    ..current
+                };
+                session.access = Some(access_id);
+                let outcome = ExchangedSession {
+                    session_id: session.id,
+                    user_id: owner,
+                    name: session.name.clone(),
+                    abilities: session.abilities.clone(),
+                    access: access_id,
+                    refresh: exchange.token_id,
+                };
+                // Replacing the records drops the old digests from the legacy index too.
+                for old in [refresh.id, access.id] {
+                    if let (Some(digests), Some(record)) = (&self.shared.digests, self.shared.tokens.get(&old)) {
+                        let digest = record.digest;
+                        drop(record);
+                        digests.remove_if(&digest, |_, indexed| *indexed == old);
+                    }
+                }
+                self.put(refresh);
+                self.put(access);
+                drop(user);
+                ExchangeOutcome::Exchanged(outcome)
+            }
+        }
+    }
+
+    fn list_now(&self, user_id: &UserId) -> Vec<SessionSummary> {
+        let Some(user) = self.shared.users.get(user_id) else { return Vec::new() };
+        let mut list: Vec<SessionSummary> = user
+            .sessions
+            .iter()
+            .filter_map(|session| {
+                let mut summary = SessionSummary {
+                    id: session.id,
+                    user_id: user_id.clone(),
+                    name: session.name.clone(),
+                    abilities: session.abilities.clone(),
+                    created_at: session.created_at,
+                    last_used_at: None,
+                    expires_at: Some(SystemTime::UNIX_EPOCH),
+                };
+                let mut any = false;
+                for id in session.token_ids() {
+                    let Some(token) = self.shared.tokens.get(&id) else { continue };
+                    any = true;
+                    summary.last_used_at = summary.last_used_at.max(token.last_used_at);
+                    summary.expires_at = match (summary.expires_at, token.expires_at) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        _ => None,
+                    };
+                }
+                any.then_some(summary)
+            })
+            .collect();
+        drop(user);
+        list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        list
+    }
+
+    fn revoke_now(&self, user_id: &UserId, which: Sessions) -> u64 {
+        let taken = match which {
+            Sessions::All => match self.shared.users.remove(user_id) {
+                Some((_, user)) => user.sessions,
+                None => return 0,
+            },
+            Sessions::Only(_) | Sessions::AllExcept(_) => {
+                let Some(mut user) = self.shared.users.get_mut(user_id) else { return 0 };
+                let (taken, kept) = std::mem::take(&mut user.sessions).into_iter().partition(|s| which.includes(s.id));
+                user.sessions = kept;
+                let now_empty = user.sessions.is_empty();
+                drop(user);
+                if now_empty {
+                    self.shared.users.remove_if(user_id, |_, u| u.sessions.is_empty());
+                }
+                taken
+            }
+        };
+        // The sessions are out of the index: nothing can exchange into them any more. Their tokens are
+        // deleted outside the user's lock, before this returns.
+        self.delete_sessions(taken)
+    }
+
+    /// O(stored tokens) to find the expired ones, then O(that user's sessions) per user that has any.
+    fn prune_now(&self, expired_before: SystemTime, created_before: Option<SystemTime>) -> u64 {
+        let expired = |r: &TokenRecord| {
+            r.expires_at.is_some_and(|at| at < expired_before)
+                || created_before.is_some_and(|limit| r.created_at < limit)
+        };
+        let mut by_user: HashMap<UserId, Vec<TokenId>> = HashMap::new();
+        for record in self.shared.tokens.iter() {
+            if expired(&record) {
+                by_user.entry(record.user_id.clone()).or_default().push(record.id);
+            }
+        }
+        let mut pruned = 0;
+        for (user_id, candidates) in by_user {
+            let Some(mut user) = self.shared.users.get_mut(&user_id) else { continue };
+            let mut deleted = HashSet::new();
+            for id in candidates {
+                // Checked again under the user's lock: an exchange may have replaced the token since.
+                let still_expired = self.shared.tokens.get(&id).is_some_and(|r| expired(&r));
+                if still_expired && self.delete(id) {
+                    deleted.insert(id);
+                }
+            }
+            pruned += deleted.len() as u64;
+            for session in &mut user.sessions {
+                session.access = session.access.filter(|id| !deleted.contains(id));
+                session.refresh = session.refresh.filter(|id| !deleted.contains(id));
+            }
+            user.sessions.retain(|s| s.access.is_some() || s.refresh.is_some());
+            let now_empty = user.sessions.is_empty();
+            drop(user);
+            if now_empty {
+                self.shared.users.remove_if(&user_id, |_, u| u.sessions.is_empty());
+            }
+        }
+        pruned
     }
 }
 
@@ -411,56 +436,60 @@ impl fmt::Debug for MemoryStore {
 
 impl TokenStore for MemoryStore {
     #[inline]
-    fn find(&self, id: TokenId) -> StoreFuture<Option<Arc<TokenRecord>>> {
-        StoreFuture::ready(Ok(self.find_now(id)))
+    fn find(&self, id: TokenId) -> StoreFuture<Option<TokenRecord>> {
+        // Copy the record out and drop the shard guard at once; never hold it across an await.
+        StoreFuture::ready(Ok(self.shared.tokens.get(&id).map(|r| r.clone())))
     }
 
-    fn insert(&self, token: NewTokenRecord) -> StoreFuture<TokenId> {
-        StoreFuture::ready(Ok(self.insert_now(token)))
+    fn insert(&self, session: NewSession) -> StoreFuture<SessionTokens> {
+        StoreFuture::ready(self.insert_now(session))
     }
 
-    fn revoke(&self, id: TokenId) -> StoreFuture<bool> {
-        StoreFuture::ready(Ok(self.revoke_now(id)))
+    fn exchange_refresh(&self, exchange: RefreshExchange) -> StoreFuture<ExchangeOutcome> {
+        StoreFuture::ready(Ok(self.exchange_now(&exchange)))
     }
 
-    fn revoke_all_for_user(&self, user_id: &UserId) -> StoreFuture<u64> {
-        StoreFuture::ready(Ok(self.revoke_all_now(user_id)))
+    fn list_sessions(&self, user_id: &UserId) -> StoreFuture<Vec<SessionSummary>> {
+        StoreFuture::ready(Ok(self.list_now(user_id)))
     }
 
-    fn mark_refresh_rotated(&self, id: TokenId) -> StoreFuture<bool> {
-        let _change = self.shared.changes.begin();
-        let changed = match self.shared.tokens.get_mut(&id) {
-            Some(mut record) if record.kind == TokenKind::Refresh => {
-                Arc::make_mut(&mut record).kind = TokenKind::RotatedRefresh;
-                true
-            }
-            _ => false,
-        };
-        StoreFuture::ready(Ok(changed))
+    fn revoke_sessions(&self, user_id: &UserId, sessions: Sessions) -> StoreFuture<u64> {
+        StoreFuture::ready(Ok(self.revoke_now(user_id, sessions)))
     }
 
+    /// Runs on tokio's blocking pool when called inside a runtime (it scans every token), inline
+    /// otherwise.
     fn prune_expired(&self, expired_before: SystemTime, created_before: Option<SystemTime>) -> StoreFuture<u64> {
-        StoreFuture::ready(Ok(self.prune(expired_before, created_before)))
+        let store = self.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let task = runtime.spawn_blocking(move || store.prune_now(expired_before, created_before));
+                StoreFuture::new(async move { task.await.map_err(StoreError::backend) })
+            }
+            Err(_) => StoreFuture::ready(Ok(store.prune_now(expired_before, created_before))),
+        }
     }
 
     fn touch_last_used(&self, id: TokenId, at: SystemTime) -> StoreFuture<()> {
-        let _change = self.shared.changes.begin();
         if let Some(mut record) = self.shared.tokens.get_mut(&id) {
-            Arc::make_mut(&mut record).last_used_at = Some(at);
+            record.last_used_at = Some(at);
         }
         StoreFuture::ready(Ok(()))
     }
 
-    fn find_by_digest(&self, digest: &TokenDigest) -> StoreFuture<Option<Arc<TokenRecord>>> {
-        // O(n): legacy id-less tokens are an opt-in compatibility path, not the hot path.
-        let found = self.shared.tokens.iter().find(|r| r.digest.ct_eq(digest)).map(|r| Arc::clone(r.value()));
-        StoreFuture::ready(Ok(found))
+    /// One lookup in the digest index kept with [`MemoryStore::legacy_tokens`]; finds nothing without it.
+    fn find_by_digest(&self, digest: &TokenDigest) -> StoreFuture<Option<TokenRecord>> {
+        let Some(digests) = &self.shared.digests else { return StoreFuture::ready(Ok(None)) };
+        let id = digests.get(digest).map(|id| *id);
+        let found = id.and_then(|id| self.shared.tokens.get(&id).map(|r| r.clone()));
+        StoreFuture::ready(Ok(found.filter(|record| record.digest.ct_eq(digest))))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::{SessionLimit, WhenFull};
     use crate::{NewToken, TokenStoreExt};
 
     #[tokio::test]
@@ -478,23 +507,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn revoke_one_updates_the_user_index() {
+    async fn revoking_the_last_session_empties_the_user_index() {
         let store = MemoryStore::new();
         let a = store.issue(NewToken::access(1u64)).await.unwrap();
-        assert!(store.revoke(a.record.id).await.unwrap());
-        assert!(!store.revoke(a.record.id).await.unwrap());
+        assert!(store.revoke_session(&1u64.into(), a.record.session_id).await.unwrap());
+        assert!(!store.revoke_session(&1u64.into(), a.record.session_id).await.unwrap());
         assert_eq!(store.user_count(), 0);
-    }
-
-    #[tokio::test]
-    async fn only_one_caller_rotates_a_refresh_token() {
-        let store = MemoryStore::new();
-        let r = store.issue(NewToken::refresh(1u64)).await.unwrap();
-        let a = store.issue(NewToken::access(1u64)).await.unwrap();
-        assert!(store.mark_refresh_rotated(r.record.id).await.unwrap());
-        assert!(!store.mark_refresh_rotated(r.record.id).await.unwrap());
-        assert!(!store.mark_refresh_rotated(a.record.id).await.unwrap());
-        assert_eq!(store.find(r.record.id).await.unwrap().unwrap().kind, TokenKind::RotatedRefresh);
     }
 
     #[tokio::test]
@@ -508,96 +526,71 @@ mod tests {
         assert_eq!(pruned, 1);
         assert!(store.find(old.record.id).await.unwrap().is_none());
         assert!(store.find(keep.record.id).await.unwrap().is_some());
+        assert_eq!(store.list_sessions(&1u64.into()).await.unwrap().len(), 1, "the pruned session is gone");
         let pruned = store.prune_expired(t0, Some(t0 + Duration::from_secs(1))).await.unwrap();
         assert_eq!(pruned, 1);
         assert!(store.is_empty() && store.user_count() == 0);
     }
 
-    #[tokio::test]
-    async fn a_hot_token_is_not_found_once_revoked() {
-        let store = MemoryStore::new();
-        let a = store.issue(NewToken::access(1u64)).await.unwrap();
-        let b = store.issue(NewToken::access(1u64)).await.unwrap();
-        for _ in 0..3 {
-            assert!(store.find(a.record.id).await.unwrap().is_some());
-        }
-        assert!(store.revoke(a.record.id).await.unwrap());
-        assert!(store.find(a.record.id).await.unwrap().is_none());
-        for _ in 0..3 {
-            assert!(store.find(b.record.id).await.unwrap().is_some());
-        }
-        assert_eq!(store.revoke_all_for_user(&1u64.into()).await.unwrap(), 1);
-        assert!(store.find(b.record.id).await.unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn a_hot_token_shows_every_change() {
-        let store = MemoryStore::new();
-        let r = store.issue(NewToken::refresh(1u64)).await.unwrap();
-        for _ in 0..3 {
-            assert_eq!(store.find(r.record.id).await.unwrap().unwrap().kind, TokenKind::Refresh);
-        }
-        assert!(store.mark_refresh_rotated(r.record.id).await.unwrap());
-        assert_eq!(store.find(r.record.id).await.unwrap().unwrap().kind, TokenKind::RotatedRefresh);
-        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        store.touch_last_used(r.record.id, at).await.unwrap();
-        for _ in 0..3 {
-            assert_eq!(store.find(r.record.id).await.unwrap().unwrap().last_used_at, Some(at));
-        }
-        assert_eq!(
-            store.prune_expired(SystemTime::now(), Some(SystemTime::now() + Duration::from_secs(1))).await.unwrap(),
-            1
-        );
-        assert!(store.find(r.record.id).await.unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn hot_tokens_of_two_stores_do_not_mix() {
-        let (one, two) = (MemoryStore::new(), MemoryStore::new());
-        let a = one.issue(NewToken::access(1u64)).await.unwrap();
-        let b = two.issue(NewToken::access(2u64)).await.unwrap();
-        assert_eq!(a.record.id, b.record.id);
-        for _ in 0..3 {
-            assert_eq!(one.find(a.record.id).await.unwrap().unwrap().user_id, UserId::from(1u64));
-            assert_eq!(two.find(b.record.id).await.unwrap().unwrap().user_id, UserId::from(2u64));
-        }
-    }
-
     #[test]
-    fn a_token_revoked_on_one_thread_is_gone_on_every_other() {
+    fn prune_works_outside_a_runtime() {
         let store = MemoryStore::new();
-        let mut ids = Vec::new();
-        for user in 0..8u64 {
-            let issued = store.issue(NewToken::access(user));
-            ids.push(futures_now(issued).record.id);
-        }
-        let barrier = std::sync::Barrier::new(5);
-        std::thread::scope(|scope| {
-            for _ in 0..4 {
-                scope.spawn(|| {
-                    // Make every token hot on this thread, wait for the logout, then look again.
-                    for _ in 0..3 {
-                        for &id in &ids {
-                            assert!(futures_now(store.find(id)).is_some());
-                        }
-                    }
-                    barrier.wait();
-                    barrier.wait();
-                    for (user, &id) in ids.iter().enumerate() {
-                        assert_eq!(futures_now(store.find(id)).is_some(), user % 2 == 1, "token of user {user}");
-                    }
-                });
-            }
-            barrier.wait();
-            for user in (0..8u64).step_by(2) {
-                assert_eq!(futures_now(store.revoke_all_for_user(&user.into())), 1);
-            }
-            barrier.wait();
-        });
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        now(store.issue(NewToken::access(1u64).issued_at(t0).expires_in(Duration::from_secs(1))));
+        assert_eq!(now(store.prune_expired(t0 + Duration::from_secs(2), None)), 1);
     }
 
-    /// Resolves a `MemoryStore` future, which is always ready.
-    fn futures_now<T>(future: impl std::future::Future<Output = Result<T, crate::StoreError>>) -> T {
+    #[tokio::test]
+    async fn pruning_a_user_with_many_expired_tokens_is_linear() {
+        // 20,000 expired sessions of one user and 1 live one: one pass per user, not one per token.
+        let store = MemoryStore::new();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let unlimited = SessionLimit::unlimited();
+        for _ in 0..20_000 {
+            let token =
+                NewToken::access(1u64).issued_at(t0).expires_in(Duration::from_secs(1)).session_limit(unlimited);
+            store.issue(token).await.unwrap();
+        }
+        store.issue(NewToken::access(1u64).issued_at(t0).session_limit(unlimited)).await.unwrap();
+        assert_eq!(store.prune_expired(t0 + Duration::from_secs(2), None).await.unwrap(), 20_000);
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.records_of(&1u64.into()), 1);
+    }
+
+    #[tokio::test]
+    async fn the_oldest_session_makes_room_at_the_limit() {
+        let store = MemoryStore::new();
+        let limit = SessionLimit::new(2, WhenFull::RevokeOldest);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let token = NewToken::access(1u64).issued_at(t0 + Duration::from_secs(i)).session_limit(limit);
+            ids.push(store.issue(token).await.unwrap().record.id);
+        }
+        assert!(store.find(ids[0]).await.unwrap().is_none(), "the oldest went");
+        assert!(store.find(ids[1]).await.unwrap().is_some() && store.find(ids[2]).await.unwrap().is_some());
+        let refuse = NewToken::access(1u64).session_limit(SessionLimit::new(2, WhenFull::Refuse));
+        let err = store.issue(refuse).await.unwrap_err();
+        assert_eq!(err.kind(), crate::store::StoreErrorKind::SessionLimit);
+        assert_eq!(store.len(), 2, "a refused session stores nothing");
+    }
+
+    #[tokio::test]
+    async fn legacy_lookups_use_the_digest_index_only_when_enabled() {
+        let plain = MemoryStore::new();
+        let issued = plain.issue(NewToken::access(1u64)).await.unwrap();
+        assert!(plain.find_by_digest(&issued.record.digest).await.unwrap().is_none());
+
+        let store = MemoryStore::new().legacy_tokens(true);
+        let issued = store.issue(NewToken::access(1u64)).await.unwrap();
+        assert_eq!(store.find_by_digest(&issued.record.digest).await.unwrap().unwrap().id, issued.record.id);
+        assert!(store.find_by_digest(&TokenDigest::of(b"other")).await.unwrap().is_none());
+        store.revoke_all_for_user(&1u64.into()).await.unwrap();
+        assert!(store.find_by_digest(&issued.record.digest).await.unwrap().is_none());
+    }
+
+    /// Resolves a future that is ready at once.
+    fn now<T>(future: impl std::future::Future<Output = Result<T, crate::StoreError>>) -> T {
         let mut future = std::pin::pin!(future);
         match future.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
             std::task::Poll::Ready(result) => result.unwrap(),

@@ -6,7 +6,8 @@
 //! trait, such as [`issue`](TokenStoreExt::issue), to every store.
 //!
 //! Stores shipped with the crate: [`MemoryStore`] (always), `RedisStore` (feature `redis`) and `SqlStore`
-//! (features `postgres`, `mysql`, `sqlite`).
+//! (features `postgres`, `mysql`, `sqlite`). To write your own, see [`TokenStore`]; the contract the
+//! crate's stores pass is exported as `tower_token_auth::testing::store_contract` (feature `test-util`).
 //!
 //! ```
 //! use tower_token_auth::{MemoryStore, NewToken, TokenStore, TokenStoreExt};
@@ -17,6 +18,7 @@
 //! let issued = store.issue(NewToken::access(42u64).name("laptop")).await?;
 //! let found = store.find(issued.record.id).await?.expect("just issued");
 //! assert_eq!(found.name, "laptop");
+//! assert_eq!(store.list_sessions(&42u64.into()).await?.len(), 1); // a token of its own is a session
 //!
 //! // Log out everywhere: every token of user 42, access and refresh, in one call.
 //! assert_eq!(store.revoke_all_for_user(&42u64.into()).await?, 1);
@@ -43,7 +45,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
-use crate::token::{IssuedToken, NewToken, NewTokenRecord, PlainTextToken, TokenDigest, TokenId, TokenRecord, UserId};
+use crate::session::{ExchangeOutcome, NewSession, RefreshExchange, SessionSummary, SessionTokens, Sessions};
+use crate::token::{
+    InvalidToken, IssuedToken, NewToken, PlainTextToken, TokenDigest, TokenId, TokenKind, TokenRecord, UserId,
+};
 
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
@@ -72,6 +77,12 @@ pub enum StoreErrorKind {
     Corrupt,
     /// The operating system's random number generator failed while issuing a token.
     Random,
+    /// The request was refused before it reached the backend: a token with a reserved ability (see
+    /// [`Abilities::reserved`](crate::Abilities::reserved)). A bug in the caller, not a store failure.
+    InvalidInput,
+    /// The user already holds the maximum number of sessions and the
+    /// [`SessionLimit`](crate::session::SessionLimit) says to refuse new ones.
+    SessionLimit,
 }
 
 impl StoreError {
@@ -94,6 +105,17 @@ impl StoreError {
         Self { kind: StoreErrorKind::Random, source: Some(Box::new(source)) }
     }
 
+    /// A request refused before it reached the backend (see [`StoreErrorKind::InvalidInput`]).
+    pub fn invalid_input(what: impl Into<BoxError>) -> Self {
+        Self { kind: StoreErrorKind::InvalidInput, source: Some(what.into()) }
+    }
+
+    /// The user is at the session limit and new sessions are refused (see [`StoreErrorKind::SessionLimit`]).
+    pub fn session_limit(max: usize) -> Self {
+        let what = format!("the user already holds the maximum of {max} sessions; log out of one first");
+        Self { kind: StoreErrorKind::SessionLimit, source: Some(what.into()) }
+    }
+
     /// The kind of error.
     pub fn kind(&self) -> StoreErrorKind {
         self.kind
@@ -113,6 +135,8 @@ impl fmt::Display for StoreError {
             StoreErrorKind::Timeout => "token store timed out",
             StoreErrorKind::Corrupt => "token store returned unreadable data",
             StoreErrorKind::Random => "the system random number generator failed",
+            StoreErrorKind::InvalidInput => "token refused",
+            StoreErrorKind::SessionLimit => "session limit reached",
         };
         match &self.source {
             Some(source) => write!(f, "{what}: {source}"),
@@ -193,34 +217,209 @@ impl<T> fmt::Debug for StoreFuture<T> {
     }
 }
 
-/// A place to keep token records: the pluggable backend of [`TokenAuthLayer`](crate::TokenAuthLayer) and
-/// [`LogoutService`](crate::LogoutService).
+impl From<InvalidToken> for StoreError {
+    fn from(e: InvalidToken) -> Self {
+        StoreError::invalid_input(e)
+    }
+}
+
+/// A place to keep tokens and sessions: the pluggable backend of [`TokenAuthLayer`](crate::TokenAuthLayer),
+/// [`LogoutService`](crate::LogoutService) and [`RefreshTokens`](crate::refresh::RefreshTokens).
 ///
 /// Implementations store only digests, never secrets, and report their own failures as [`StoreError`]
-/// (a missing token is `Ok(None)`, not an error). Validation (digest comparison, expiry, token kind) is
-/// done by the caller, so a store only has to persist and fetch faithfully.
+/// (a missing token is `Ok(None)`, not an error). Checking a token (digest, expiry, kind) is done by the
+/// caller, except inside [`exchange_refresh`](Self::exchange_refresh), which must decide and act in one
+/// step and uses [`RefreshExchange::decide`] for the rules.
+///
+/// **Atomicity.** Each method is one atomic operation on the backend: whatever a method's docs say
+/// happens together must not be observable half-done, nor interleave with another method's effects on
+/// the same user (lock the user, or use a transaction or a script). The crate never builds a guarantee
+/// out of two calls. The shared contract (`tower_token_auth::testing::store_contract`, feature
+/// `test-util`) checks this, including forced interleavings of exchanges with logouts and reuse.
 ///
 /// The trait is object-safe: `Arc<dyn TokenStore>` is itself a `TokenStore`.
+///
+/// # Implementing it
+///
+/// Every method returns a [`StoreFuture`], which must be `'static`: clone what the future needs (a pool,
+/// a client, an `Arc` of your state) into it rather than borrowing `self` (a future borrowing `self`
+/// fails with E0521). `async fn` cannot be used in the impl (E0053: the signature must match); write
+/// `StoreFuture::new(async move { .. })`, or `StoreFuture::ready(..)` when the answer is known at once.
+///
+/// A complete, if naive, store (one mutex around everything, so each method is trivially atomic):
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::{Arc, Mutex};
+/// use std::time::SystemTime;
+/// use tower_token_auth::session::{
+///     ExchangeDecision, ExchangeOutcome, ExchangedSession, NewSession, RefreshExchange, RotatedRefresh, SessionId,
+///     SessionSummary, SessionTokens, Sessions,
+/// };
+/// use tower_token_auth::{StoreError, StoreFuture, TokenId, TokenKind, TokenRecord, TokenStore, UserId};
+///
+/// #[derive(Clone, Default)]
+/// struct MyStore(Arc<Mutex<State>>);
+///
+/// #[derive(Default)]
+/// struct State {
+///     next_id: TokenId,
+///     tokens: HashMap<TokenId, TokenRecord>,
+///     rotated: HashMap<SessionId, Vec<RotatedRefresh>>,
+/// }
+///
+/// impl State {
+///     fn session_ids(&self, user: &UserId, which: Sessions) -> Vec<TokenId> {
+///         let selected = |t: &&TokenRecord| t.user_id == *user && which.includes(t.session_id);
+///         self.tokens.values().filter(selected).map(|t| t.id).collect()
+///     }
+///
+///     fn revoke(&mut self, user: &UserId, which: Sessions) -> u64 {
+///         let ids = self.session_ids(user, which);
+///         for id in &ids {
+///             if let Some(t) = self.tokens.remove(id) {
+///                 self.rotated.remove(&t.session_id);
+///             }
+///         }
+///         ids.len() as u64
+///     }
+/// }
+///
+/// impl TokenStore for MyStore {
+///     fn find(&self, id: TokenId) -> StoreFuture<Option<TokenRecord>> {
+///         StoreFuture::ready(Ok(self.0.lock().unwrap().tokens.get(&id).cloned()))
+///     }
+///
+///     fn insert(&self, new: NewSession) -> StoreFuture<SessionTokens> {
+///         let mut state = self.0.lock().unwrap();
+///         // A real store also applies `new.limit` here; see `SessionLimit::evictions`.
+///         let session_id = SessionId::new(state.next_id + 1);
+///         let mut ids = [None, None];
+///         for (slot, (kind, secret)) in [(TokenKind::Access, new.access), (TokenKind::Refresh, new.refresh)].into_iter().enumerate() {
+///             let Some(secret) = secret else { continue };
+///             state.next_id += 1;
+///             let id = state.next_id;
+///             let record = TokenRecord {
+///                 digest: secret.digest, id, session_id, kind, expires_at: secret.expires_at,
+///                 user_id: new.user_id.clone(), created_at: new.created_at, last_used_at: None,
+///                 name: new.name.clone(), abilities: new.abilities.clone(),
+///             };
+///             state.tokens.insert(id, record);
+///             ids[slot] = Some(id);
+///         }
+///         StoreFuture::ready(Ok(SessionTokens { session_id, access: ids[0], refresh: ids[1] }))
+///     }
+///
+///     fn exchange_refresh(&self, exchange: RefreshExchange) -> StoreFuture<ExchangeOutcome> {
+///         let mut state = self.0.lock().unwrap();
+///         let current = state.tokens.get(&exchange.token_id).cloned();
+///         let rotated = current.as_ref().and_then(|t| state.rotated.get(&t.session_id)).cloned().unwrap_or_default();
+///         let outcome = match (exchange.decide(current.as_ref(), &rotated), current) {
+///             (ExchangeDecision::Rotate, Some(refresh)) => {
+///                 let session = refresh.session_id;
+///                 let list = exchange.rotated_after(&rotated, refresh.digest);
+///                 state.rotated.insert(session, list);
+///                 // Replace the session's tokens: the refresh token keeps its id, the access token is new.
+///                 state.tokens.retain(|_, t| t.session_id != session || t.kind == TokenKind::Refresh);
+///                 let mut new_refresh = refresh.clone();
+///                 new_refresh.digest = exchange.refresh.digest;
+///                 new_refresh.expires_at = exchange.refresh.expires_at;
+///                 state.next_id += 1;
+///                 let access_id = state.next_id;
+///                 let mut access = new_refresh.clone();
+///                 access.id = access_id;
+///                 access.kind = TokenKind::Access;
+///                 access.digest = exchange.access.digest;
+///                 access.expires_at = exchange.access.expires_at;
+///                 access.created_at = exchange.now;
+///                 state.tokens.insert(refresh.id, new_refresh);
+///                 state.tokens.insert(access_id, access);
+///                 ExchangeOutcome::Exchanged(ExchangedSession {
+///                     session_id: session, user_id: refresh.user_id, name: refresh.name,
+///                     abilities: refresh.abilities, access: access_id, refresh: refresh.id,
+///                 })
+///             }
+///             (ExchangeDecision::Reuse, Some(refresh)) => {
+///                 let which = match exchange.on_reuse {
+///                     tower_token_auth::session::OnReuse::RevokeSession => Sessions::Only(refresh.session_id),
+///                     _ => Sessions::All,
+///                 };
+///                 let revoked = state.revoke(&refresh.user_id, which);
+///                 ExchangeOutcome::Reused { user_id: refresh.user_id, session_id: refresh.session_id, revoked }
+///             }
+///             _ => ExchangeOutcome::Invalid,
+///         };
+///         StoreFuture::ready(Ok(outcome))
+///     }
+///
+///     fn list_sessions(&self, user: &UserId) -> StoreFuture<Vec<SessionSummary>> {
+///         let state = self.0.lock().unwrap();
+///         let mut sessions: HashMap<SessionId, SessionSummary> = HashMap::new();
+///         for t in state.tokens.values().filter(|t| t.user_id == *user) {
+///             let s = sessions.entry(t.session_id).or_insert_with(|| SessionSummary {
+///                 id: t.session_id, user_id: t.user_id.clone(), name: t.name.clone(),
+///                 abilities: t.abilities.clone(), created_at: t.created_at, last_used_at: None, expires_at: Some(SystemTime::UNIX_EPOCH),
+///             });
+///             s.created_at = s.created_at.min(t.created_at);
+///             s.last_used_at = s.last_used_at.max(t.last_used_at);
+///             s.expires_at = match (s.expires_at, t.expires_at) { (Some(a), Some(b)) => Some(a.max(b)), _ => None };
+///         }
+///         let mut list: Vec<SessionSummary> = sessions.into_values().collect();
+///         list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+///         StoreFuture::ready(Ok(list))
+///     }
+///
+///     fn revoke_sessions(&self, user: &UserId, which: Sessions) -> StoreFuture<u64> {
+///         StoreFuture::ready(Ok(self.0.lock().unwrap().revoke(user, which)))
+///     }
+///
+///     fn prune_expired(&self, expired_before: SystemTime, created_before: Option<SystemTime>) -> StoreFuture<u64> {
+///         let mut state = self.0.lock().unwrap();
+///         let before = state.tokens.len();
+///         state.tokens.retain(|_, t| {
+///             !t.expires_at.is_some_and(|at| at < expired_before) && !created_before.is_some_and(|c| t.created_at < c)
+///         });
+///         StoreFuture::ready(Ok((before - state.tokens.len()) as u64))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), StoreError> {
+/// use tower_token_auth::TokenStoreExt;
+/// let store = MyStore::default();
+/// let issued = store.issue(tower_token_auth::NewToken::access(1u64)).await?;
+/// assert!(store.find(issued.record.id).await?.is_some());
+/// # Ok(()) }
+/// ```
 pub trait TokenStore: Send + Sync + 'static {
-    /// The record with this id, or `None`. This is the hot path: one lookup by primary key.
-    fn find(&self, id: TokenId) -> StoreFuture<Option<Arc<TokenRecord>>>;
+    /// The token with this id, or `None`. This is the hot path: one lookup by primary key.
+    fn find(&self, id: TokenId) -> StoreFuture<Option<TokenRecord>>;
 
-    /// Stores a new token and returns the id the store assigned to it.
-    fn insert(&self, token: NewTokenRecord) -> StoreFuture<TokenId>;
+    /// Stores a new session and its tokens (one or two), all or nothing, and returns the ids assigned.
+    /// Applies `session.limit` in the same step: when the user is at the limit, either the oldest
+    /// sessions are revoked first, or nothing is stored and the error is [`StoreError::session_limit`].
+    fn insert(&self, session: NewSession) -> StoreFuture<SessionTokens>;
 
-    /// Deletes one token. Returns whether it existed.
-    fn revoke(&self, id: TokenId) -> StoreFuture<bool>;
+    /// Exchanges a refresh token for a new pair in its session, or detects its reuse, as one atomic
+    /// operation: see [`RefreshExchange`] for what each decision changes. An exchange and a
+    /// [`revoke_sessions`](Self::revoke_sessions) of the same user never interleave: the exchange is
+    /// entirely before the revocation (and its new pair is revoked with the rest), or entirely after it
+    /// (and finds nothing to exchange).
+    fn exchange_refresh(&self, exchange: RefreshExchange) -> StoreFuture<ExchangeOutcome>;
 
-    /// Deletes every token of `user_id`, access and refresh, in one atomic operation. Returns how many.
-    fn revoke_all_for_user(&self, user_id: &UserId) -> StoreFuture<u64>;
+    /// Every session of `user_id` with at least one stored token, newest first (by creation, then id).
+    /// Sessions whose tokens have all expired may be listed until they are pruned; see
+    /// [`SessionSummary::is_expired`].
+    fn list_sessions(&self, user_id: &UserId) -> StoreFuture<Vec<SessionSummary>>;
 
-    /// Atomically turns the refresh token `id` into [`TokenKind::RotatedRefresh`](crate::token::TokenKind).
-    /// Returns `true` only for the caller that changed it from `Refresh`; every other caller (a concurrent
-    /// exchange, an already rotated token, a missing token) gets `false`.
-    fn mark_refresh_rotated(&self, id: TokenId) -> StoreFuture<bool>;
+    /// Revokes the selected sessions of `user_id`, every token of each (access and refresh, and the
+    /// refresh tokens they already exchanged), and returns how many live tokens were deleted. A session
+    /// id of another user selects nothing. Once this returns, no token of a selected session works.
+    fn revoke_sessions(&self, user_id: &UserId, sessions: Sessions) -> StoreFuture<u64>;
 
     /// Deletes tokens whose `expires_at` is before `expired_before`, and, when `created_before` is given,
-    /// tokens created before it (Sanctum's `sanctum:prune-expired`). Returns how many.
+    /// tokens created before it (Sanctum's `sanctum:prune-expired`). Returns how many. A session goes with
+    /// its last token.
     fn prune_expired(&self, expired_before: SystemTime, created_before: Option<SystemTime>) -> StoreFuture<u64>;
 
     /// Records that token `id` authenticated a request at `at`. Called only when the layer's last-used
@@ -232,7 +431,7 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Finds a token by digest alone, for legacy Sanctum tokens sent without `{id}|`. Used only when the
     /// layer enables legacy tokens. The default finds nothing.
-    fn find_by_digest(&self, digest: &TokenDigest) -> StoreFuture<Option<Arc<TokenRecord>>> {
+    fn find_by_digest(&self, digest: &TokenDigest) -> StoreFuture<Option<TokenRecord>> {
         let _ = digest;
         StoreFuture::ready(Ok(None))
     }
@@ -242,20 +441,20 @@ macro_rules! forward_token_store {
     ($($ty:ty),*) => {$(
         impl<T: TokenStore + ?Sized> TokenStore for $ty {
             #[inline]
-            fn find(&self, id: TokenId) -> StoreFuture<Option<Arc<TokenRecord>>> {
+            fn find(&self, id: TokenId) -> StoreFuture<Option<TokenRecord>> {
                 (**self).find(id)
             }
-            fn insert(&self, token: NewTokenRecord) -> StoreFuture<TokenId> {
-                (**self).insert(token)
+            fn insert(&self, session: NewSession) -> StoreFuture<SessionTokens> {
+                (**self).insert(session)
             }
-            fn revoke(&self, id: TokenId) -> StoreFuture<bool> {
-                (**self).revoke(id)
+            fn exchange_refresh(&self, exchange: RefreshExchange) -> StoreFuture<ExchangeOutcome> {
+                (**self).exchange_refresh(exchange)
             }
-            fn revoke_all_for_user(&self, user_id: &UserId) -> StoreFuture<u64> {
-                (**self).revoke_all_for_user(user_id)
+            fn list_sessions(&self, user_id: &UserId) -> StoreFuture<Vec<SessionSummary>> {
+                (**self).list_sessions(user_id)
             }
-            fn mark_refresh_rotated(&self, id: TokenId) -> StoreFuture<bool> {
-                (**self).mark_refresh_rotated(id)
+            fn revoke_sessions(&self, user_id: &UserId, sessions: Sessions) -> StoreFuture<u64> {
+                (**self).revoke_sessions(user_id, sessions)
             }
             fn prune_expired(&self, expired_before: SystemTime, created_before: Option<SystemTime>) -> StoreFuture<u64> {
                 (**self).prune_expired(expired_before, created_before)
@@ -263,7 +462,7 @@ macro_rules! forward_token_store {
             fn touch_last_used(&self, id: TokenId, at: SystemTime) -> StoreFuture<()> {
                 (**self).touch_last_used(id, at)
             }
-            fn find_by_digest(&self, digest: &TokenDigest) -> StoreFuture<Option<Arc<TokenRecord>>> {
+            fn find_by_digest(&self, digest: &TokenDigest) -> StoreFuture<Option<TokenRecord>> {
                 (**self).find_by_digest(digest)
             }
         }
@@ -274,25 +473,62 @@ forward_token_store!(Arc<T>, Box<T>);
 
 /// Operations built on [`TokenStore`], available on every store.
 pub trait TokenStoreExt: TokenStore {
-    /// Issues a token: generates a Sanctum-format secret from the OS CSPRNG, stores its SHA-256 digest,
-    /// and returns the plain text `{id}|{secret}`, which cannot be recovered afterwards.
+    /// Issues a token as a session of its own: generates a Sanctum-format secret from the OS CSPRNG,
+    /// stores its SHA-256 digest, and returns the plain text `{id}|{secret}`, which cannot be recovered
+    /// afterwards. A reserved ability fails with [`StoreErrorKind::InvalidInput`] before anything is
+    /// stored.
     fn issue(&self, token: NewToken) -> impl Future<Output = Result<IssuedToken, StoreError>> + Send + 'static {
-        let prepared = generate_secret_and_record(token);
-        let insert = prepared.as_ref().ok().map(|(_, record)| self.insert(record.clone()));
+        let prepared = prepare(token);
+        let insert = prepared.as_ref().ok().map(|(_, session)| self.insert(session.clone()));
         async move {
-            let (secret, record) = prepared?;
-            let id = insert.expect("insert is prepared whenever the secret is").await?;
-            Ok(IssuedToken { plain_text: PlainTextToken::new(id, &secret), record: record.with_id(id) })
+            let (secret, session) = prepared?;
+            let ids = insert.expect("insert is prepared whenever the secret is").await?;
+            let (kind, id, secret_of) = match (ids.access, ids.refresh) {
+                (Some(id), _) if session.access.is_some() => (TokenKind::Access, id, session.access),
+                (_, Some(id)) => (TokenKind::Refresh, id, session.refresh),
+                _ => return Err(StoreError::corrupt("the store assigned no id to the new token")),
+            };
+            let secret_of = secret_of.expect("the kind follows the secret");
+            let record = TokenRecord {
+                digest: secret_of.digest,
+                id,
+                session_id: ids.session_id,
+                kind,
+                expires_at: secret_of.expires_at,
+                user_id: session.user_id,
+                created_at: session.created_at,
+                last_used_at: None,
+                name: session.name,
+                abilities: session.abilities,
+            };
+            Ok(IssuedToken { plain_text: PlainTextToken::new(id, &secret), record })
+        }
+    }
+
+    /// Logs `user_id` out everywhere: revokes every session, every token access and refresh. Returns how
+    /// many tokens were revoked. Shorthand for [`revoke_sessions`](TokenStore::revoke_sessions) with
+    /// [`Sessions::All`].
+    fn revoke_all_for_user(&self, user_id: &UserId) -> StoreFuture<u64> {
+        self.revoke_sessions(user_id, Sessions::All)
+    }
+
+    /// Revokes one session of `user_id` (both its tokens). `Ok(false)` when the user has no such session,
+    /// including when it is another user's.
+    fn revoke_session(&self, user_id: &UserId, session_id: crate::session::SessionId) -> StoreFuture<bool> {
+        let revoke = self.revoke_sessions(user_id, Sessions::Only(session_id));
+        match revoke.try_take_ready() {
+            Ok(result) => StoreFuture::ready(result.map(|n| n > 0)),
+            Err(pending) => StoreFuture::new(async move { pending.await.map(|n| n > 0) }),
         }
     }
 }
 
 impl<T: TokenStore + ?Sized> TokenStoreExt for T {}
 
-fn generate_secret_and_record(token: NewToken) -> Result<(zeroize::Zeroizing<String>, NewTokenRecord), StoreError> {
+fn prepare(token: NewToken) -> Result<(zeroize::Zeroizing<String>, NewSession), StoreError> {
     let secret = crate::token::generate_secret(&token.prefix).map_err(StoreError::random)?;
     let digest = TokenDigest::of(secret.as_bytes());
-    Ok((secret, token.into_record(digest)))
+    Ok((secret, token.into_session(digest)?))
 }
 
 #[cfg(test)]

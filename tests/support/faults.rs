@@ -21,9 +21,11 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use tower::{service_fn, ServiceBuilder, ServiceExt};
-use tower_token_auth::token::{NewTokenRecord, TokenDigest};
+use tower_token_auth::session::{
+    ExchangeOutcome, NewSession, RefreshExchange, SessionSummary, SessionTokens, Sessions,
+};
 use tower_token_auth::{
-    AuthenticatedToken, StoreError, StoreFuture, TokenAuthLayer, TokenId, TokenRecord, TokenStore, UserId,
+    AuthenticatedToken, StoreError, StoreFuture, TokenAuthLayer, TokenDigest, TokenId, TokenRecord, TokenStore, UserId,
 };
 
 use super::http::{boxed, serve, Body};
@@ -85,7 +87,7 @@ impl<St: TokenStore> FaultyStore<St> {
         self.writes.store(fault as u8, Ordering::SeqCst);
     }
 
-    /// Switches only the writes (insert, revoke, logout, rotation, prune, last-used) to `fault`.
+    /// Switches only the writes (insert, exchange, revoke, list, prune, last-used) to `fault`.
     pub fn set_writes(&self, fault: Fault) {
         self.writes.store(fault as u8, Ordering::SeqCst);
     }
@@ -126,20 +128,20 @@ impl<St: TokenStore> FaultyStore<St> {
 }
 
 impl<St: TokenStore> TokenStore for FaultyStore<St> {
-    fn find(&self, id: TokenId) -> StoreFuture<Option<Arc<TokenRecord>>> {
+    fn find(&self, id: TokenId) -> StoreFuture<Option<TokenRecord>> {
         self.call(&self.lookups, |s| s.find(id))
     }
-    fn insert(&self, token: NewTokenRecord) -> StoreFuture<TokenId> {
-        self.call(&self.writes, |s| s.insert(token))
+    fn insert(&self, session: NewSession) -> StoreFuture<SessionTokens> {
+        self.call(&self.writes, |s| s.insert(session))
     }
-    fn revoke(&self, id: TokenId) -> StoreFuture<bool> {
-        self.call(&self.writes, |s| s.revoke(id))
+    fn exchange_refresh(&self, exchange: RefreshExchange) -> StoreFuture<ExchangeOutcome> {
+        self.call(&self.writes, |s| s.exchange_refresh(exchange))
     }
-    fn revoke_all_for_user(&self, user_id: &UserId) -> StoreFuture<u64> {
-        self.call(&self.writes, |s| s.revoke_all_for_user(user_id))
+    fn list_sessions(&self, user_id: &UserId) -> StoreFuture<Vec<SessionSummary>> {
+        self.call(&self.writes, |s| s.list_sessions(user_id))
     }
-    fn mark_refresh_rotated(&self, id: TokenId) -> StoreFuture<bool> {
-        self.call(&self.writes, |s| s.mark_refresh_rotated(id))
+    fn revoke_sessions(&self, user_id: &UserId, sessions: Sessions) -> StoreFuture<u64> {
+        self.call(&self.writes, |s| s.revoke_sessions(user_id, sessions))
     }
     fn prune_expired(&self, expired_before: SystemTime, created_before: Option<SystemTime>) -> StoreFuture<u64> {
         self.call(&self.writes, |s| s.prune_expired(expired_before, created_before))
@@ -148,7 +150,7 @@ impl<St: TokenStore> TokenStore for FaultyStore<St> {
         self.touches.fetch_add(1, Ordering::SeqCst);
         self.call(&self.writes, |s| s.touch_last_used(id, at))
     }
-    fn find_by_digest(&self, digest: &TokenDigest) -> StoreFuture<Option<Arc<TokenRecord>>> {
+    fn find_by_digest(&self, digest: &TokenDigest) -> StoreFuture<Option<TokenRecord>> {
         self.call(&self.lookups, |s| s.find_by_digest(digest))
     }
 }

@@ -1,4 +1,3 @@
-pub mod contract;
 pub mod example_server;
 pub mod faults;
 pub mod http;

@@ -1,0 +1,558 @@
+//! Sessions: a login (a device) is a session, made of its access and refresh tokens and every pair its
+//! refresh token later mints.
+//!
+//! A token issued on its own ([`TokenStoreExt::issue`](crate::TokenStoreExt::issue), or a row a Laravel
+//! app wrote into Sanctum's table) is a session of one token. A login through
+//! [`RefreshTokens::issue_pair`](crate::refresh::RefreshTokens::issue_pair) is a session of two; each
+//! exchange of its refresh token replaces both tokens **in the same session**, so a device stays one
+//! session however often it refreshes.
+//!
+//! The store operations on sessions are each **one atomic store operation** (one critical section in
+//! memory, one Lua script on Redis, one SQL transaction):
+//!
+//! | operation | what is atomic |
+//! |---|---|
+//! | [`insert`](crate::TokenStore::insert) | the session's tokens are stored together, and the per-user [`SessionLimit`] applied |
+//! | [`exchange_refresh`](crate::TokenStore::exchange_refresh) | check the refresh token, then either replace the session's tokens with the new pair or, for a reused token, revoke the session |
+//! | [`revoke_sessions`](crate::TokenStore::revoke_sessions) | owner check and revocation: a session of another user is never touched |
+//!
+//! So an exchange racing a logout is either entirely before it (and its pair is revoked with the rest)
+//! or entirely after it (and fails); and a refresh token presented twice at once has exactly one
+//! winner, whose pair the second presentation then revokes as reuse.
+//!
+//! ```
+//! use tower_token_auth::session::Sessions;
+//! use tower_token_auth::refresh::{NewPair, RefreshTokens};
+//! use tower_token_auth::{MemoryStore, TokenStore, TokenStoreExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_token_auth::StoreError> {
+//! let store = MemoryStore::new();
+//! let tokens = RefreshTokens::new(store.clone());
+//! let laptop = tokens.issue_pair(NewPair::new(7u64).name("laptop")).await?;
+//! let phone = tokens.issue_pair(NewPair::new(7u64).name("phone")).await?;
+//!
+//! let sessions = store.list_sessions(&7u64.into()).await?;
+//! assert_eq!(sessions.len(), 2);
+//! assert_eq!(sessions[0].name, "phone"); // newest first
+//!
+//! // Log out every other device, keeping the laptop.
+//! let revoked = store.revoke_sessions(&7u64.into(), Sessions::AllExcept(laptop.session_id())).await?;
+//! assert_eq!(revoked, 2); // the phone's access and refresh token
+//! assert!(store.find(phone.access.record.id).await?.is_none());
+//! assert!(store.find(laptop.access.record.id).await?.is_some());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use crate::token::{Abilities, TokenDigest, TokenId, TokenKind, TokenName, TokenRecord, UserId};
+
+/// The id of a session: an integer, unique within a store, stable for the session's lifetime.
+///
+/// For a session of one token it is that token's id; for a login's pair it is chosen by the store (the
+/// id of one of its tokens, or a number of its own). It is safe to show to the session's owner (the
+/// device list), and useless to anyone else: every operation on a session also names the user.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(u64);
+
+impl SessionId {
+    /// A session id from its integer.
+    pub const fn new(id: u64) -> Self {
+        Self(id)
+    }
+
+    /// The integer.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl From<u64> for SessionId {
+    fn from(id: u64) -> Self {
+        Self(id)
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({})", self.0)
+    }
+}
+
+/// The error of parsing a [`SessionId`]: the text is not a decimal integer that fits in a `u64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidSessionId;
+
+impl fmt::Display for InvalidSessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a session id is a non-negative decimal integer below 2^64")
+    }
+}
+
+impl std::error::Error for InvalidSessionId {}
+
+impl FromStr for SessionId {
+    type Err = InvalidSessionId;
+
+    /// Only ASCII digits (no sign, no spaces, no exponent), at most `u64::MAX`: a path segment such as
+    /// `-1`, `1e3` or a 30-digit number is an error, never a panic.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(InvalidSessionId);
+        }
+        s.parse::<u64>().map(SessionId).map_err(|_| InvalidSessionId)
+    }
+}
+
+impl serde::Serialize for SessionId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SessionId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        u64::deserialize(deserializer).map(SessionId)
+    }
+}
+
+/// One session, as [`TokenStore::list_sessions`](crate::TokenStore::list_sessions) lists it.
+#[derive(Clone, Debug)]
+pub struct SessionSummary {
+    /// The session id.
+    pub id: SessionId,
+    /// The owner.
+    pub user_id: UserId,
+    /// The device name given at login.
+    pub name: TokenName,
+    /// The abilities of the session's access tokens.
+    pub abilities: Abilities,
+    /// When the session began (the login).
+    pub created_at: SystemTime,
+    /// When one of its tokens last authenticated a request, if the store tracks that.
+    pub last_used_at: Option<SystemTime>,
+    /// When the last of its tokens expires (`None`: one of them never does). After that the session is
+    /// over, even if not yet pruned.
+    pub expires_at: Option<SystemTime>,
+}
+
+impl SessionSummary {
+    /// Whether every token of the session has expired at `now`.
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// A session to store: what [`TokenStore::insert`](crate::TokenStore::insert) receives.
+///
+/// Built by [`TokenStoreExt::issue`](crate::TokenStoreExt::issue) and
+/// [`RefreshTokens::issue_pair`](crate::refresh::RefreshTokens::issue_pair), which generate the secrets.
+/// At least one of `access` and `refresh` is set.
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    /// The owner.
+    pub user_id: UserId,
+    /// The device name, given to each of the session's tokens.
+    pub name: TokenName,
+    /// The abilities of the access token, and those the refresh token grants the access tokens it mints.
+    pub abilities: Abilities,
+    /// Issue time of the tokens, and the session's start.
+    pub created_at: SystemTime,
+    /// The access token, if the session has one.
+    pub access: Option<NewSecret>,
+    /// The refresh token, if the session has one.
+    pub refresh: Option<NewSecret>,
+    /// How many sessions the user may hold, counting this one.
+    pub limit: SessionLimit,
+}
+
+/// One token to store: the digest of its secret and its expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewSecret {
+    /// SHA-256 of the secret.
+    pub digest: TokenDigest,
+    /// When it stops being valid, if ever.
+    pub expires_at: Option<SystemTime>,
+}
+
+/// The ids a store assigned to a new session and its tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionTokens {
+    /// The session.
+    pub session_id: SessionId,
+    /// The access token's id, if the session has one.
+    pub access: Option<TokenId>,
+    /// The refresh token's id, if the session has one.
+    pub refresh: Option<TokenId>,
+}
+
+/// The cap on live sessions per user, applied atomically when a session is stored.
+///
+/// Without a cap one user (or a script logging in in a loop) can pile up tokens without bound, and
+/// every logout, listing and prune of that user pays for all of them. The default allows 100 sessions
+/// and, when a login would make it 101, **revokes the user's oldest session** (by creation time), so a
+/// login always succeeds and nobody can be locked out by their own forgotten devices.
+/// [`WhenFull::Refuse`] fails the new login instead (Knox's `TOKEN_LIMIT_PER_USER`), with
+/// [`StoreErrorKind::SessionLimit`](crate::store::StoreErrorKind::SessionLimit).
+///
+/// ```
+/// use tower_token_auth::session::{SessionLimit, WhenFull};
+///
+/// let strict = SessionLimit::new(10, WhenFull::Refuse);
+/// assert_eq!(strict.max(), Some(10));
+/// assert_eq!(SessionLimit::default().max(), Some(100));
+/// assert_eq!(SessionLimit::unlimited().max(), None);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionLimit {
+    max: Option<NonZeroUsize>,
+    when_full: WhenFull,
+}
+
+/// What [`SessionLimit`] does when a user already holds the maximum number of sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WhenFull {
+    /// Revoke the user's oldest sessions (by creation time) to make room. The default.
+    #[default]
+    RevokeOldest,
+    /// Refuse the new session.
+    Refuse,
+}
+
+/// The default maximum of [`SessionLimit`].
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
+
+impl SessionLimit {
+    /// At most `max` sessions per user (a `max` of 0 is taken as 1).
+    pub fn new(max: usize, when_full: WhenFull) -> Self {
+        Self { max: Some(NonZeroUsize::new(max).unwrap_or(NonZeroUsize::MIN)), when_full }
+    }
+
+    /// No cap. Only for users whose token count you bound yourself: without a cap, the cost of a logout
+    /// grows with the user's tokens.
+    pub fn unlimited() -> Self {
+        Self { max: None, when_full: WhenFull::RevokeOldest }
+    }
+
+    /// The maximum, if any.
+    pub fn max(&self) -> Option<usize> {
+        self.max.map(NonZeroUsize::get)
+    }
+
+    /// What happens when the user is at the maximum.
+    pub fn when_full(&self) -> WhenFull {
+        self.when_full
+    }
+
+    /// Given the user's existing sessions (`existing` of them), how many of the oldest to revoke before
+    /// storing one more: `Ok(0)` when there is room, `Err(())` when the new session must be refused.
+    #[allow(clippy::result_unit_err)] // the caller turns it into its own error; there is nothing to say
+    pub fn evictions(&self, existing: usize) -> Result<usize, ()> {
+        let Some(max) = self.max() else { return Ok(0) };
+        let excess = (existing + 1).saturating_sub(max);
+        match (excess, self.when_full) {
+            (0, _) => Ok(0),
+            (n, WhenFull::RevokeOldest) => Ok(n),
+            (_, WhenFull::Refuse) => Err(()),
+        }
+    }
+}
+
+impl Default for SessionLimit {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_SESSIONS_PER_USER, WhenFull::RevokeOldest)
+    }
+}
+
+/// Which sessions of a user [`TokenStore::revoke_sessions`](crate::TokenStore::revoke_sessions) revokes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sessions {
+    /// Every session: log out everywhere (the logout endpoint's contract).
+    All,
+    /// One session (log out this device, or revoke a device from the device list). A session of another
+    /// user, or one that does not exist, is not touched and counts 0.
+    Only(SessionId),
+    /// Every session but this one (log out other devices, OWASP ASVS V3.3.3).
+    AllExcept(SessionId),
+}
+
+impl Sessions {
+    /// Whether the session `id` is selected.
+    pub fn includes(&self, id: SessionId) -> bool {
+        match *self {
+            Sessions::All => true,
+            Sessions::Only(only) => id == only,
+            Sessions::AllExcept(kept) => id != kept,
+        }
+    }
+}
+
+/// What presenting an already exchanged refresh token does (a copy of it was used: theft, or a client
+/// bug). See [`RefreshTokens::on_reuse`](crate::refresh::RefreshTokens::on_reuse).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnReuse {
+    /// Revoke that session: every token of the device, successors included (the refresh-token family of
+    /// RFC 9700 §4.14). The user's other devices keep working. The default.
+    #[default]
+    RevokeSession,
+    /// Revoke every session of the user.
+    RevokeAllSessions,
+}
+
+/// A refresh token a session has already exchanged, kept so that presenting it again is recognised as
+/// reuse rather than as an unknown token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RotatedRefresh {
+    /// The digest of its secret.
+    pub digest: TokenDigest,
+    /// When it was exchanged.
+    pub rotated_at: SystemTime,
+}
+
+/// The default of [`RefreshExchange::keep_rotated`]: how many exchanged refresh tokens a session
+/// remembers.
+pub const DEFAULT_KEEP_ROTATED: usize = 8;
+
+/// An exchange of a refresh token for a new pair: what
+/// [`TokenStore::exchange_refresh`](crate::TokenStore::exchange_refresh) receives.
+///
+/// The store decides with [`decide`](Self::decide) (which holds the rules, so every store applies the
+/// same ones) and applies the outcome atomically:
+///
+/// - [`ExchangeDecision::Rotate`]: the session's refresh token now has `refresh`'s digest and expiry,
+///   its access token `access`'s (issued at `now`); the replaced refresh digest joins the session's
+///   rotated tokens ([`rotated_after`](Self::rotated_after)); any other access token of the session is
+///   revoked. The session keeps its id, name, abilities and creation time.
+/// - [`ExchangeDecision::Reuse`]: the session is revoked (or, with [`OnReuse::RevokeAllSessions`],
+///   every session of its user).
+/// - [`ExchangeDecision::Invalid`]: nothing changes.
+#[derive(Clone, Debug)]
+pub struct RefreshExchange {
+    /// The id of the presented refresh token.
+    pub token_id: TokenId,
+    /// The digest of the presented secret.
+    pub digest: TokenDigest,
+    /// The time of the exchange.
+    pub now: SystemTime,
+    /// The new access token.
+    pub access: NewSecret,
+    /// The new refresh token.
+    pub refresh: NewSecret,
+    /// How long after its exchange a refresh token may still be exchanged (default zero: never).
+    pub reuse_interval: Duration,
+    /// How many exchanged refresh tokens a session remembers for reuse detection (the newest ones).
+    pub keep_rotated: usize,
+    /// What reuse revokes.
+    pub on_reuse: OnReuse,
+}
+
+/// What a store does with a [`RefreshExchange`]; see [`RefreshExchange::decide`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExchangeDecision {
+    /// Exchange: mint the new pair in the session.
+    Rotate,
+    /// A rotated refresh token was presented again: revoke.
+    Reuse,
+    /// Unknown, wrong secret, expired, or not a refresh token: change nothing.
+    Invalid,
+}
+
+impl RefreshExchange {
+    /// The rules, given the stored record of the presented token id (`None` if there is none) and the
+    /// refresh tokens its session already exchanged (`rotated`, any order):
+    ///
+    /// - not a refresh token, or unknown: [`Invalid`](ExchangeDecision::Invalid);
+    /// - the presented secret is the current one: [`Rotate`](ExchangeDecision::Rotate), unless the token
+    ///   has expired ([`Invalid`](ExchangeDecision::Invalid));
+    /// - it is one of `rotated`: [`Rotate`](ExchangeDecision::Rotate) if it was exchanged less than
+    ///   [`reuse_interval`](Self::reuse_interval) ago and the session's refresh token has not expired
+    ///   (a client retrying after a lost response), otherwise [`Reuse`](ExchangeDecision::Reuse);
+    /// - anything else (a wrong secret): [`Invalid`](ExchangeDecision::Invalid), so guessing revokes
+    ///   nothing.
+    ///
+    /// Digests are compared in constant time, all of them, whichever matches.
+    pub fn decide(&self, current: Option<&TokenRecord>, rotated: &[RotatedRefresh]) -> ExchangeDecision {
+        let Some(current) = current.filter(|record| record.kind == TokenKind::Refresh) else {
+            return ExchangeDecision::Invalid;
+        };
+        let expired = current.is_expired(self.now, None);
+        let is_current = current.digest.ct_eq(&self.digest);
+        let mut matched: Option<&RotatedRefresh> = None;
+        for tripwire in rotated {
+            if tripwire.digest.ct_eq(&self.digest) && matched.is_none() {
+                matched = Some(tripwire);
+            }
+        }
+        if is_current {
+            return if expired { ExchangeDecision::Invalid } else { ExchangeDecision::Rotate };
+        }
+        match matched {
+            Some(tripwire) if !expired && self.within_reuse_interval(tripwire.rotated_at) => ExchangeDecision::Rotate,
+            Some(_) => ExchangeDecision::Reuse,
+            None => ExchangeDecision::Invalid,
+        }
+    }
+
+    fn within_reuse_interval(&self, rotated_at: SystemTime) -> bool {
+        !self.reuse_interval.is_zero()
+            && rotated_at.checked_add(self.reuse_interval).is_some_and(|until| self.now < until)
+    }
+
+    /// The session's rotated refresh tokens after a [`Rotate`](ExchangeDecision::Rotate) that replaced
+    /// the refresh token whose digest is `replaced`: `rotated` plus that one, exchanged at
+    /// [`now`](Self::now), keeping only the newest [`keep_rotated`](Self::keep_rotated), oldest first.
+    pub fn rotated_after(&self, rotated: &[RotatedRefresh], replaced: TokenDigest) -> Vec<RotatedRefresh> {
+        let mut list: Vec<RotatedRefresh> = rotated.to_vec();
+        list.sort_by_key(|tripwire| tripwire.rotated_at);
+        list.push(RotatedRefresh { digest: replaced, rotated_at: self.now });
+        let excess = list.len().saturating_sub(self.keep_rotated);
+        list.drain(..excess);
+        list
+    }
+}
+
+/// What [`TokenStore::exchange_refresh`](crate::TokenStore::exchange_refresh) did.
+#[derive(Clone, Debug)]
+pub enum ExchangeOutcome {
+    /// The new pair was stored in the session.
+    Exchanged(ExchangedSession),
+    /// Nothing was changed: unknown, wrong secret, expired, or not a refresh token.
+    Invalid,
+    /// Reuse was detected and the session (or every session of the user) revoked.
+    Reused {
+        /// The owner.
+        user_id: UserId,
+        /// The session of the reused token.
+        session_id: SessionId,
+        /// How many tokens were revoked.
+        revoked: u64,
+    },
+}
+
+/// The session a refresh token was exchanged in, and the ids of its new tokens.
+#[derive(Clone, Debug)]
+pub struct ExchangedSession {
+    /// The session.
+    pub session_id: SessionId,
+    /// The owner.
+    pub user_id: UserId,
+    /// The device name.
+    pub name: TokenName,
+    /// The abilities of the new access token.
+    pub abilities: Abilities,
+    /// The id of the new access token.
+    pub access: TokenId,
+    /// The id of the new refresh token.
+    pub refresh: TokenId,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    fn refresh_record(digest: &[u8], expires_at: Option<SystemTime>) -> TokenRecord {
+        TokenRecord {
+            digest: TokenDigest::of(digest),
+            id: 1,
+            session_id: SessionId::new(1),
+            kind: TokenKind::Refresh,
+            expires_at,
+            user_id: UserId::from(1u64),
+            created_at: at(0),
+            last_used_at: None,
+            name: TokenName::default(),
+            abilities: Abilities::all(),
+        }
+    }
+
+    fn exchange(presented: &[u8], now: SystemTime, reuse_interval: Duration) -> RefreshExchange {
+        let secret = NewSecret { digest: TokenDigest::of(b"new"), expires_at: None };
+        RefreshExchange {
+            token_id: 1,
+            digest: TokenDigest::of(presented),
+            now,
+            access: secret,
+            refresh: secret,
+            reuse_interval,
+            keep_rotated: 2,
+            on_reuse: OnReuse::RevokeSession,
+        }
+    }
+
+    #[test]
+    fn the_current_secret_rotates_unless_expired() {
+        let current = refresh_record(b"current", Some(at(100)));
+        assert_eq!(exchange(b"current", at(10), Duration::ZERO).decide(Some(&current), &[]), ExchangeDecision::Rotate);
+        assert_eq!(
+            exchange(b"current", at(100), Duration::ZERO).decide(Some(&current), &[]),
+            ExchangeDecision::Invalid
+        );
+        assert_eq!(exchange(b"wrong", at(10), Duration::ZERO).decide(Some(&current), &[]), ExchangeDecision::Invalid);
+        assert_eq!(exchange(b"current", at(10), Duration::ZERO).decide(None, &[]), ExchangeDecision::Invalid);
+        let mut access = current.clone();
+        access.kind = TokenKind::Access;
+        assert_eq!(exchange(b"current", at(10), Duration::ZERO).decide(Some(&access), &[]), ExchangeDecision::Invalid);
+    }
+
+    #[test]
+    fn a_rotated_secret_is_reuse_unless_within_the_reuse_interval() {
+        let current = refresh_record(b"current", None);
+        let rotated = [RotatedRefresh { digest: TokenDigest::of(b"old"), rotated_at: at(10) }];
+        assert_eq!(
+            exchange(b"old", at(11), Duration::ZERO).decide(Some(&current), &rotated),
+            ExchangeDecision::Reuse,
+            "strict by default"
+        );
+        let interval = Duration::from_secs(5);
+        assert_eq!(exchange(b"old", at(14), interval).decide(Some(&current), &rotated), ExchangeDecision::Rotate);
+        assert_eq!(exchange(b"old", at(15), interval).decide(Some(&current), &rotated), ExchangeDecision::Reuse);
+    }
+
+    #[test]
+    fn only_the_newest_rotated_tokens_are_kept() {
+        let e = exchange(b"x", at(30), Duration::ZERO);
+        let list = [
+            RotatedRefresh { digest: TokenDigest::of(b"b"), rotated_at: at(20) },
+            RotatedRefresh { digest: TokenDigest::of(b"a"), rotated_at: at(10) },
+        ];
+        let after = e.rotated_after(&list, TokenDigest::of(b"c"));
+        assert_eq!(after.len(), 2);
+        assert_eq!(after[0].digest, TokenDigest::of(b"b"));
+        assert_eq!(after[1], RotatedRefresh { digest: TokenDigest::of(b"c"), rotated_at: at(30) });
+    }
+
+    #[test]
+    fn session_ids_parse_only_plain_decimal() {
+        assert_eq!("42".parse::<SessionId>(), Ok(SessionId::new(42)));
+        assert_eq!("18446744073709551615".parse::<SessionId>(), Ok(SessionId::new(u64::MAX)));
+        for bad in ["", "abc", "-1", "+1", "1e3", " 1", "1.0", "123456789012345678901234567890", "18446744073709551616"]
+        {
+            assert_eq!(bad.parse::<SessionId>(), Err(InvalidSessionId), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_session_limit_counts_the_new_session() {
+        let limit = SessionLimit::new(3, WhenFull::RevokeOldest);
+        assert_eq!(limit.evictions(2), Ok(0));
+        assert_eq!(limit.evictions(3), Ok(1));
+        assert_eq!(limit.evictions(7), Ok(5));
+        assert_eq!(SessionLimit::new(3, WhenFull::Refuse).evictions(3), Err(()));
+        assert_eq!(SessionLimit::unlimited().evictions(1_000_000), Ok(0));
+    }
+}

@@ -1,0 +1,847 @@
+//! Test utilities (feature `test-util`): the contract every [`TokenStore`] must meet, a [`GatedStore`]
+//! that holds store calls at a gate to force interleavings, and builders for handler tests.
+//!
+//! The crate's own stores (memory, Redis, PostgreSQL, MariaDB, SQLite) pass [`store_contract`] in its
+//! CI. Run it against yours:
+//!
+//! ```
+//! use tower_token_auth::testing::store_contract;
+//! use tower_token_auth::MemoryStore;
+//!
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn my_store_meets_the_contract() {
+//!     store_contract(MemoryStore::new).await; // any `Fn() -> impl TokenStore + Clone`
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! Run it on a multi-thread runtime: the race checks need threads to race on. It uses random user ids,
+//! so stores sharing one backend (one Redis, one table) can run it in parallel. It panics, naming the
+//! broken promise, at the first failure.
+//!
+//! Add to your `Cargo.toml`:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! tower-token-auth = { version = "0.2", features = ["test-util"] }
+//! ```
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use http::header::{HeaderValue, AUTHORIZATION};
+use http::HeaderMap;
+use tokio::sync::{oneshot, Barrier};
+
+use crate::refresh::{NewPair, RefreshError, RefreshTokens, TokenPair};
+use crate::session::{
+    ExchangeOutcome, NewSession, OnReuse, RefreshExchange, SessionId, SessionLimit, SessionSummary, SessionTokens,
+    Sessions, WhenFull,
+};
+use crate::store::{StoreErrorKind, StoreFuture, TokenStore, TokenStoreExt};
+use crate::token::{
+    parse_token, Abilities, IssuedToken, NewToken, TokenDigest, TokenId, TokenKind, TokenName, TokenRecord, UserId,
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Builders for handler tests
+
+/// A [`TokenRecord`] for `user_id` to build test values from (id 1, session 1, an access token with
+/// `["*"]`, issued now, never expiring). Turn it into a record with `.into()`.
+pub fn record(user_id: impl Into<UserId>) -> TestRecord {
+    TestRecord(TokenRecord {
+        digest: TokenDigest::of(b"test"),
+        id: 1,
+        session_id: SessionId::new(1),
+        kind: TokenKind::Access,
+        expires_at: None,
+        user_id: user_id.into(),
+        created_at: SystemTime::now(),
+        last_used_at: None,
+        name: TokenName::default(),
+        abilities: Abilities::all(),
+    })
+}
+
+/// A [`TokenRecord`] under construction; see [`record`].
+#[derive(Clone, Debug)]
+pub struct TestRecord(TokenRecord);
+
+impl TestRecord {
+    /// The token id.
+    pub fn id(mut self, id: TokenId) -> Self {
+        self.0.id = id;
+        self
+    }
+
+    /// The session id.
+    pub fn session(mut self, id: u64) -> Self {
+        self.0.session_id = SessionId::new(id);
+        self
+    }
+
+    /// The name.
+    pub fn name(mut self, name: impl Into<TokenName>) -> Self {
+        self.0.name = name.into();
+        self
+    }
+
+    /// The abilities.
+    pub fn abilities<I: IntoIterator<Item = S>, S: Into<String>>(mut self, abilities: I) -> Self {
+        self.0.abilities = abilities.into_iter().collect();
+        self
+    }
+
+    /// The kind.
+    pub fn kind(mut self, kind: TokenKind) -> Self {
+        self.0.kind = kind;
+        self
+    }
+
+    /// The expiry.
+    pub fn expires_at(mut self, at: SystemTime) -> Self {
+        self.0.expires_at = Some(at);
+        self
+    }
+}
+
+impl From<TestRecord> for TokenRecord {
+    fn from(record: TestRecord) -> Self {
+        record.0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A gated store
+
+/// A store operation, for [`GatedStore::gate_next`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Op {
+    /// [`TokenStore::find`].
+    Find,
+    /// [`TokenStore::insert`].
+    Insert,
+    /// [`TokenStore::exchange_refresh`].
+    Exchange,
+    /// [`TokenStore::list_sessions`].
+    List,
+    /// [`TokenStore::revoke_sessions`].
+    Revoke,
+    /// [`TokenStore::prune_expired`].
+    Prune,
+}
+
+/// Where a gated call waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    /// Before the call reaches the wrapped store.
+    Before,
+    /// After the wrapped store finished, before the caller gets the result.
+    After,
+}
+
+/// Wraps a store and holds chosen calls at a gate, so a test can make other calls while one is held
+/// and so force an interleaving (say, a logout between an exchange's store work and its answer).
+///
+/// Clones share the gates.
+#[derive(Clone)]
+pub struct GatedStore<St> {
+    inner: St,
+    armed: Arc<Mutex<VecDeque<Armed>>>,
+}
+
+struct Armed {
+    op: Op,
+    when: When,
+    reached: oneshot::Sender<()>,
+    release: oneshot::Receiver<()>,
+}
+
+/// A gate armed by [`GatedStore::gate_next`]: wait until a call reaches it, then open it.
+#[derive(Debug)]
+pub struct Gate {
+    reached: Option<oneshot::Receiver<()>>,
+    release: Option<oneshot::Sender<()>>,
+}
+
+impl Gate {
+    /// Waits until the gated call is held at the gate.
+    pub async fn reached(&mut self) {
+        if let Some(reached) = self.reached.take() {
+            let _ = reached.await;
+        }
+    }
+
+    /// Lets the held call go on.
+    pub fn open(mut self) {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(());
+        }
+    }
+}
+
+impl<St: TokenStore + Clone> GatedStore<St> {
+    /// Wraps `inner`, with no gate armed.
+    pub fn new(inner: St) -> Self {
+        Self { inner, armed: Arc::default() }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &St {
+        &self.inner
+    }
+
+    /// The next call of `op` (through any clone) waits at `when` until the returned gate is opened.
+    pub fn gate_next(&self, op: Op, when: When) -> Gate {
+        let (reached_tx, reached_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel();
+        self.armed.lock().unwrap_or_else(|e| e.into_inner()).push_back(Armed {
+            op,
+            when,
+            reached: reached_tx,
+            release: release_rx,
+        });
+        Gate { reached: Some(reached_rx), release: Some(release_tx) }
+    }
+
+    fn take(&self, op: Op) -> Option<Armed> {
+        let mut armed = self.armed.lock().unwrap_or_else(|e| e.into_inner());
+        let index = armed.iter().position(|a| a.op == op)?;
+        armed.remove(index)
+    }
+
+    fn call<T: Send + 'static>(
+        &self,
+        op: Op,
+        call: impl FnOnce(&St) -> StoreFuture<T> + Send + 'static,
+    ) -> StoreFuture<T> {
+        let Some(armed) = self.take(op) else { return call(&self.inner) };
+        let inner = self.inner.clone();
+        StoreFuture::new(async move {
+            if armed.when == When::Before {
+                let _ = armed.reached.send(());
+                let _ = armed.release.await;
+                return call(&inner).await;
+            }
+            let result = call(&inner).await;
+            let _ = armed.reached.send(());
+            let _ = armed.release.await;
+            result
+        })
+    }
+}
+
+impl<St: TokenStore + Clone> TokenStore for GatedStore<St> {
+    fn find(&self, id: TokenId) -> StoreFuture<Option<TokenRecord>> {
+        self.call(Op::Find, move |s| s.find(id))
+    }
+    fn insert(&self, session: NewSession) -> StoreFuture<SessionTokens> {
+        self.call(Op::Insert, move |s| s.insert(session))
+    }
+    fn exchange_refresh(&self, exchange: RefreshExchange) -> StoreFuture<ExchangeOutcome> {
+        self.call(Op::Exchange, move |s| s.exchange_refresh(exchange))
+    }
+    fn list_sessions(&self, user_id: &UserId) -> StoreFuture<Vec<SessionSummary>> {
+        let user_id = user_id.clone();
+        self.call(Op::List, move |s| s.list_sessions(&user_id))
+    }
+    fn revoke_sessions(&self, user_id: &UserId, sessions: Sessions) -> StoreFuture<u64> {
+        let user_id = user_id.clone();
+        self.call(Op::Revoke, move |s| s.revoke_sessions(&user_id, sessions))
+    }
+    fn prune_expired(&self, expired_before: SystemTime, created_before: Option<SystemTime>) -> StoreFuture<u64> {
+        self.call(Op::Prune, move |s| s.prune_expired(expired_before, created_before))
+    }
+    fn touch_last_used(&self, id: TokenId, at: SystemTime) -> StoreFuture<()> {
+        self.inner.touch_last_used(id, at)
+    }
+    fn find_by_digest(&self, digest: &TokenDigest) -> StoreFuture<Option<TokenRecord>> {
+        self.inner.find_by_digest(digest)
+    }
+}
+
+impl<St: fmt::Debug> fmt::Debug for GatedStore<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatedStore").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Helpers
+
+/// A user id no other test run uses (random high bits, a counter in the low ones).
+pub fn fresh_user() -> UserId {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).expect("the OS random number generator works");
+    let high = u64::from_le_bytes(random) % 1_000_000_000;
+    UserId::from(high * 1_000_000 + NEXT.fetch_add(1, Ordering::Relaxed) % 1_000_000)
+}
+
+/// Whole seconds since the epoch: SQL stores keep second precision, as Laravel does.
+pub fn now_secs() -> SystemTime {
+    let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// `Authorization: Bearer {token}` for `issued`.
+pub fn bearer(issued: &IssuedToken) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let value = format!("Bearer {}", issued.plain_text.expose());
+    headers.insert(AUTHORIZATION, HeaderValue::from_str(&value).expect("tokens are visible ASCII"));
+    headers
+}
+
+/// Whether `issued` still works: stored under its id, with its digest, of its kind.
+pub async fn works<St: TokenStore + ?Sized>(store: &St, issued: &IssuedToken) -> bool {
+    let found = store.find(issued.record.id).await.expect("find must not fail on a healthy store");
+    found.is_some_and(|r| r.digest.ct_eq(&issued.record.digest) && r.kind == issued.record.kind)
+}
+
+async fn pair_works<St: TokenStore + ?Sized>(store: &St, pair: &TokenPair) -> bool {
+    works(store, &pair.access).await || works(store, &pair.refresh).await
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The contract
+
+/// Runs every contract check, each on a store from `make` (which may return clones of one store).
+pub async fn store_contract<St, F>(make: F)
+where
+    St: TokenStore + Clone,
+    F: Fn() -> St,
+{
+    issued_tokens_are_found_with_their_fields(make()).await;
+    only_the_digest_is_stored(make()).await;
+    unknown_ids_are_absent(make()).await;
+    a_token_of_its_own_is_a_session(make()).await;
+    revoke_all_removes_every_token_of_that_user_only(make()).await;
+    sessions_are_listed_once_each_newest_first(make()).await;
+    a_session_of_another_user_is_never_touched(make()).await;
+    others_keeps_exactly_the_presenting_session(make()).await;
+    an_exchange_replaces_the_pair_in_the_same_session(make()).await;
+    reuse_revokes_the_session_and_spares_the_others(make()).await;
+    reuse_can_revoke_every_session(make()).await;
+    bad_presentations_revoke_nothing(make()).await;
+    the_reuse_interval_lets_a_retry_through(make()).await;
+    rotated_tokens_are_bounded(make(), 50).await;
+    the_session_limit_revokes_the_oldest_or_refuses(make()).await;
+    prune_removes_expired_tokens_only(make()).await;
+    concurrent_logins_and_logouts_leave_no_unindexed_token(make()).await;
+    works_as_a_trait_object(Arc::new(make()) as Arc<dyn TokenStore>).await;
+    forced_interleavings_keep_exchanges_atomic(&make).await;
+    let report = race_presentations(make(), 20, 4).await;
+    assert_eq!(report.leaks, 0, "{report}");
+    let report = race_exchange_and_logout(make(), 20).await;
+    assert_eq!(report.leaks, 0, "{report}");
+}
+
+async fn issued_tokens_are_found_with_their_fields<St: TokenStore + Clone>(store: St) {
+    let user = fresh_user();
+    let now = now_secs();
+    let token = NewToken::access(user.clone())
+        .name("laptop")
+        .abilities(["posts:read", "posts/write"])
+        .issued_at(now)
+        .expires_in(Duration::from_secs(3600));
+    let issued = store.issue(token).await.unwrap();
+    let parsed = parse_token(issued.plain_text.expose().as_bytes()).unwrap();
+    assert_eq!(parsed.id(), issued.record.id);
+    let found = store.find(issued.record.id).await.unwrap().expect("an issued token is found");
+    assert_eq!(found.id, issued.record.id);
+    assert_eq!(found.session_id, issued.record.session_id, "find reports the session insert assigned");
+    assert_eq!(found.user_id, user);
+    assert_eq!(found.kind, TokenKind::Access);
+    assert_eq!(found.name, "laptop");
+    assert!(found.abilities.can("posts:read") && found.abilities.can("posts/write"));
+    assert!(!found.abilities.can("admin"));
+    assert!(found.digest.ct_eq(&TokenDigest::of(parsed.secret())));
+    assert_eq!(found.created_at, now);
+    assert_eq!(found.expires_at, Some(now + Duration::from_secs(3600)));
+    assert_eq!(found.last_used_at, None);
+    store.revoke_all_for_user(&user).await.unwrap();
+}
+
+async fn only_the_digest_is_stored<St: TokenStore + Clone>(store: St) {
+    let user = fresh_user();
+    let issued = store.issue(NewToken::access(user.clone())).await.unwrap();
+    let found = store.find(issued.record.id).await.unwrap().unwrap();
+    let plain = issued.plain_text.expose();
+    let secret = &plain[plain.find('|').unwrap() + 1..];
+    assert!(!format!("{found:?}").contains(secret), "the secret leaked into the record");
+    assert!(!found.digest.ct_eq(&TokenDigest::of(b"wrong secret")));
+    store.revoke_all_for_user(&user).await.unwrap();
+}
+
+async fn unknown_ids_are_absent<St: TokenStore + Clone>(store: St) {
+    let user = fresh_user();
+    assert!(store.find(u64::MAX - 7).await.unwrap().is_none());
+    assert!(store.find(0).await.unwrap().is_none());
+    assert!(!store.revoke_session(&user, SessionId::new(u64::MAX - 7)).await.unwrap());
+    assert!(store.list_sessions(&user).await.unwrap().is_empty());
+    let tokens = RefreshTokens::new(store.clone());
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer 18446744073709551608|secret"));
+    assert!(matches!(tokens.exchange(&headers).await, Err(RefreshError::Invalid)));
+}
+
+async fn a_token_of_its_own_is_a_session<St: TokenStore + Clone>(store: St) {
+    let user = fresh_user();
+    let a = store.issue(NewToken::access(user.clone()).name("ci")).await.unwrap();
+    let b = store.issue(NewToken::access(user.clone()).name("cron")).await.unwrap();
+    assert_ne!(a.record.session_id, b.record.session_id, "each issued token is its own session");
+    let sessions = store.list_sessions(&user).await.unwrap();
+    assert_eq!(sessions.len(), 2);
+    assert!(store.revoke_session(&user, a.record.session_id).await.unwrap());
+    assert!(!store.revoke_session(&user, a.record.session_id).await.unwrap(), "revoking is idempotent");
+    assert!(store.find(a.record.id).await.unwrap().is_none());
+    assert!(works(&store, &b).await);
+    assert_eq!(store.revoke_all_for_user(&user).await.unwrap(), 1, "the index no longer lists the revoked one");
+}
+
+async fn revoke_all_removes_every_token_of_that_user_only<St: TokenStore + Clone>(store: St) {
+    let (user, other) = (fresh_user(), fresh_user());
+    let tokens = RefreshTokens::new(store.clone());
+    let mut issued = Vec::new();
+    for device in ["a", "b", "c"] {
+        let pair = tokens.issue_pair(NewPair::new(user.clone()).name(device)).await.unwrap();
+        issued.push(pair.access);
+        issued.push(pair.refresh);
+    }
+    issued.push(store.issue(NewToken::refresh(user.clone())).await.unwrap());
+    let kept = store.issue(NewToken::access(other.clone())).await.unwrap();
+    assert_eq!(store.revoke_all_for_user(&user).await.unwrap(), 7);
+    for token in &issued {
+        assert!(store.find(token.record.id).await.unwrap().is_none(), "token {} survived logout", token.record.id);
+    }
+    assert!(works(&store, &kept).await, "another user's token was revoked");
+    assert!(store.list_sessions(&user).await.unwrap().is_empty());
+    assert_eq!(store.revoke_all_for_user(&user).await.unwrap(), 0, "logout is idempotent");
+    store.revoke_all_for_user(&other).await.unwrap();
+}
+
+async fn sessions_are_listed_once_each_newest_first<St: TokenStore + Clone>(store: St) {
+    let user = fresh_user();
+    let now = now_secs();
+    let tokens = RefreshTokens::new(store.clone());
+    let mut pairs = Vec::new();
+    for (i, device) in ["laptop", "phone", "tablet"].into_iter().enumerate() {
+        let clock = crate::clock::ManualClock::new(now + Duration::from_secs(i as u64));
+        let at = RefreshTokens::new(store.clone()).clock(clock);
+        pairs.push(at.issue_pair(NewPair::new(user.clone()).name(device).abilities(["posts:read"])).await.unwrap());
+    }
+    // Refreshing the laptop twice keeps it one session.
+    let mut laptop = pairs[0].clone();
+    for _ in 0..2 {
+        laptop = tokens.exchange(&bearer(&laptop.refresh)).await.unwrap();
+    }
+    let sessions = store.list_sessions(&user).await.unwrap();
+    let names: Vec<&str> = sessions.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["tablet", "phone", "laptop"], "one entry per session, newest first");
+    let listed = &sessions[2];
+    assert_eq!(listed.id, pairs[0].session_id());
+    assert_eq!(listed.id, laptop.session_id(), "exchanges stay in their session");
+    assert_eq!(listed.user_id, user);
+    assert_eq!(listed.created_at, now, "a session's creation is its login, not its last exchange");
+    assert!(listed.abilities.can("posts:read") && !listed.abilities.can("posts:write"));
+    assert!(listed.expires_at.is_some_and(|at| at > now + Duration::from_secs(86400)), "the refresh token's expiry");
+    assert!(!listed.is_expired(now));
+    store.revoke_all_for_user(&user).await.unwrap();
+}
+
+async fn a_session_of_another_user_is_never_touched<St: TokenStore + Clone>(store: St) {
+    let (alice, bob) = (fresh_user(), fresh_user());
+    let tokens = RefreshTokens::new(store.clone());
+    let pair = tokens.issue_pair(NewPair::new(alice.clone())).await.unwrap();
+    let bobs = tokens.issue_pair(NewPair::new(bob.clone())).await.unwrap();
+    assert!(!store.revoke_session(&bob, pair.session_id()).await.unwrap(), "bob cannot revoke alice's session");
+    assert_eq!(store.revoke_sessions(&bob, Sessions::Only(pair.session_id())).await.unwrap(), 0);
+    assert!(works(&store, &pair.access).await && works(&store, &pair.refresh).await);
+    assert!(works(&store, &bobs.access).await, "and his own sessions are not touched either");
+    assert!(store.revoke_session(&alice, pair.session_id()).await.unwrap());
+    assert!(!works(&store, &pair.access).await && !works(&store, &pair.refresh).await, "both tokens of the session");
+    store.revoke_all_for_user(&bob).await.unwrap();
+}
+
+async fn others_keeps_exactly_the_presenting_session<St: TokenStore + Clone>(store: St) {
+    let user = fresh_user();
+    let tokens = RefreshTokens::new(store.clone());
+    let mut pairs = Vec::new();
+    for _ in 0..3 {
+        pairs.push(tokens.issue_pair(NewPair::new(user.clone())).await.unwrap());
+    }
+    let single = store.issue(NewToken::access(user.clone())).await.unwrap();
+    let kept = pairs[1].session_id();
+    assert_eq!(store.revoke_sessions(&user, Sessions::AllExcept(kept)).await.unwrap(), 5);
+    assert!(works(&store, &pairs[1].access).await && works(&store, &pairs[1].refresh).await);
+    for pair in [&pairs[0], &pairs[2]] {
+        assert!(!pair_works(&store, pair).await, "another session survived \"others\"");
+    }
+    assert!(!works(&store, &single).await);
+    let sessions = store.list_sessions(&user).await.unwrap();
+    assert_eq!(sessions.iter().map(|s| s.id).collect::<Vec<_>>(), [kept]);
+    store.revoke_all_for_user(&user).await.unwrap();
+}
+
+async fn an_exchange_replaces_the_pair_in_the_same_session<St: TokenStore + Clone>(store: St) {
+    let user = fresh_user();
+    let tokens = RefreshTokens::new(store.clone());
+    let first = tokens.issue_pair(NewPair::new(user.clone()).name("phone").abilities(["posts:read"])).await.unwrap();
+    let second = tokens.exchange(&bearer(&first.refresh)).await.unwrap();
+    assert_eq!(second.session_id(), first.session_id());
+    assert!(works(&store, &second.access).await && works(&store, &second.refresh).await, "the new pair works");
+    assert!(!works(&store, &first.access).await, "the session's previous access token stops working");
+    assert!(!works(&store, &first.refresh).await, "the exchanged refresh token stops working");
+    let found = store.find(second.access.record.id).await.unwrap().unwrap();
+    assert_eq!(found.session_id, first.session_id());
+    assert_eq!(found.kind, TokenKind::Access);
+    assert_eq!(found.name, "phone");
+    assert!(found.abilities.can("posts:read") && !found.abilities.can("admin"), "the session keeps its abilities");
+    assert_eq!(store.list_sessions(&user).await.unwrap().len(), 1);
+    // A refresh token issued on its own exchanges too, into a session of two.
+    let lone = store.issue(NewToken::refresh(user.clone()).abilities(["a"])).await.unwrap();
+    let minted = tokens.exchange(&bearer(&lone)).await.unwrap();
+    assert_eq!(minted.session_id(), lone.record.session_id);
+    assert!(works(&store, &minted.access).await);
+    assert_eq!(store.find(minted.access.record.id).await.unwrap().unwrap().abilities, ["a"].into_iter().collect());
+    store.revoke_all_for_user(&user).await.unwrap();
+}
+
+async fn reuse_revokes_the_session_and_spares_the_others<St: TokenStore + Clone>(store: St) {
+    let user = fresh_user();
+    let tokens = RefreshTokens::new(store.clone());
+    let stolen = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
+    let other = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
+    let thief = tokens.exchange(&bearer(&stolen.refresh)).await.unwrap();
+    match tokens.exchange(&bearer(&stolen.refresh)).await {
+        Err(RefreshError::Reused { user_id, session_id, revoked }) => {
+            assert_eq!(user_id, user);
+            assert_eq!(session_id, stolen.session_id());
+            assert_eq!(revoked, 2, "the session's live access and refresh token");
+        }
+        other => panic!("presenting an exchanged refresh token must be reuse, got {other:?}"),
+    }
+    assert!(!pair_works(&store, &thief).await, "the pair minted from the stolen token survived reuse detection");
+    assert!(works(&store, &other.access).await && works(&store, &other.refresh).await, "other devices survive");
+    assert!(matches!(tokens.exchange(&bearer(&thief.refresh)).await, Err(RefreshError::Invalid)));
+    store.revoke_all_for_user(&user).await.unwrap();
+}
+
+async fn reuse_can_revoke_every_session<St: TokenStore + Clone>(store: St) {
+    let user = fresh_user();
+    let tokens = RefreshTokens::new(store.clone()).on_reuse(OnReuse::RevokeAllSessions);
+    let stolen = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
+    let other = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
+    tokens.exchange(&bearer(&stolen.refresh)).await.unwrap();
+    let err = tokens.exchange(&bearer(&stolen.refresh)).await.unwrap_err();
+    assert!(matches!(err, RefreshError::Reused { revoked: 4, .. }), "{err:?}");
+    assert!(!pair_works(&store, &other).await);
+    assert!(store.list_sessions(&user).await.unwrap().is_empty());
+}
+
+async fn bad_presentations_revoke_nothing<St: TokenStore + Clone>(store: St) {
+    let user = fresh_user();
+    let tokens = RefreshTokens::new(store.clone());
+    let pair = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
+    assert!(matches!(tokens.exchange(&bearer(&pair.access)).await, Err(RefreshError::Invalid)), "access tokens");
+    let mut forged = HeaderMap::new();
+    let value = format!("Bearer {}|wrong-secret", pair.refresh.record.id);
+    forged.insert(AUTHORIZATION, HeaderValue::from_str(&value).unwrap());
+    assert!(matches!(tokens.exchange(&forged).await, Err(RefreshError::Invalid)), "a wrong secret");
+    assert!(works(&store, &pair.access).await && works(&store, &pair.refresh).await, "nothing was revoked");
+    let expired = store
+        .issue(
+            NewToken::refresh(user.clone())
+                .issued_at(now_secs() - Duration::from_secs(20))
+                .expires_in(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(tokens.exchange(&bearer(&expired)).await, Err(RefreshError::Invalid)), "an expired refresh token");
+    store.revoke_all_for_user(&user).await.unwrap();
+}
+
+async fn the_reuse_interval_lets_a_retry_through<St: TokenStore + Clone>(store: St) {
+    let user = fresh_user();
+    let tokens = RefreshTokens::new(store.clone()).reuse_interval(Duration::from_secs(60));
+    let first = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
+    let lost = tokens.exchange(&bearer(&first.refresh)).await.unwrap();
+    let retried = tokens.exchange(&bearer(&first.refresh)).await.expect("a retry within the interval is no reuse");
+    assert_eq!(retried.session_id(), first.session_id());
+    assert!(works(&store, &retried.access).await && works(&store, &retried.refresh).await);
+    assert!(!works(&store, &lost.access).await, "the retry's pair replaced the lost one");
+    let strict = RefreshTokens::new(store.clone());
+    assert!(matches!(strict.exchange(&bearer(&first.refresh)).await, Err(RefreshError::Reused { .. })));
+}
+
+/// `refreshes` exchanges of one session; then only the newest `keep_rotated` exchanged tokens are
+/// recognised, older ones read as unknown, and the user still has one session.
+pub async fn rotated_tokens_are_bounded<St: TokenStore + Clone>(store: St, refreshes: usize) {
+    let keep = 3;
+    let user = fresh_user();
+    let tokens = RefreshTokens::new(store.clone()).keep_rotated(keep);
+    let mut history = vec![tokens.issue_pair(NewPair::new(user.clone())).await.unwrap()];
+    for _ in 0..refreshes {
+        let next = tokens.exchange(&bearer(&history.last().unwrap().refresh)).await.unwrap();
+        history.push(next);
+    }
+    assert_eq!(store.list_sessions(&user).await.unwrap().len(), 1, "{refreshes} refreshes are still one session");
+    let forgotten = &history[history.len() - 2 - keep];
+    assert!(
+        matches!(tokens.exchange(&bearer(&forgotten.refresh)).await, Err(RefreshError::Invalid)),
+        "a refresh token exchanged more than keep_rotated times ago is forgotten"
+    );
+    let remembered = &history[history.len() - 1 - keep];
+    assert!(matches!(tokens.exchange(&bearer(&remembered.refresh)).await, Err(RefreshError::Reused { .. })));
+    assert!(store.list_sessions(&user).await.unwrap().is_empty());
+}
+
+async fn the_session_limit_revokes_the_oldest_or_refuses<St: TokenStore + Clone>(store: St) {
+    let user = fresh_user();
+    let now = now_secs();
+    let limit = SessionLimit::new(3, WhenFull::RevokeOldest);
+    let mut issued = Vec::new();
+    for i in 0..5u64 {
+        let clock = crate::clock::ManualClock::new(now + Duration::from_secs(i));
+        let tokens = RefreshTokens::new(store.clone()).clock(clock).session_limit(limit);
+        issued.push(tokens.issue_pair(NewPair::new(user.clone())).await.unwrap());
+    }
+    assert!(!pair_works(&store, &issued[0]).await && !pair_works(&store, &issued[1]).await, "the oldest went");
+    for pair in &issued[2..] {
+        assert!(works(&store, &pair.access).await);
+    }
+    assert_eq!(store.list_sessions(&user).await.unwrap().len(), 3);
+    let refuse = NewToken::access(user.clone()).session_limit(SessionLimit::new(3, WhenFull::Refuse));
+    let err = store.issue(refuse).await.unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::SessionLimit, "{err}");
+    assert_eq!(store.list_sessions(&user).await.unwrap().len(), 3, "a refused session stores nothing");
+    store.revoke_all_for_user(&user).await.unwrap();
+}
+
+async fn prune_removes_expired_tokens_only<St: TokenStore + Clone>(store: St) {
+    let user = fresh_user();
+    let now = now_secs();
+    let hour = Duration::from_secs(3600);
+    let expired = store.issue(NewToken::access(user.clone()).issued_at(now - 2 * hour).expires_at(now - hour)).await;
+    let expired = expired.unwrap();
+    let live = store.issue(NewToken::access(user.clone()).issued_at(now).expires_at(now + hour)).await.unwrap();
+    // A session whose access token expired but whose refresh token lives on.
+    let clock = crate::clock::ManualClock::new(now - 2 * hour);
+    let tokens = RefreshTokens::new(store.clone()).clock(clock).access_ttl(hour);
+    let pair = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
+    // Stores with native expiry (Redis) may have dropped expired tokens already: only absence is checked.
+    store.prune_expired(now, None).await.unwrap();
+    assert!(store.find(expired.record.id).await.unwrap().is_none());
+    assert!(!works(&store, &pair.access).await);
+    assert!(works(&store, &live).await);
+    assert!(works(&store, &pair.refresh).await, "the refresh token outlives its expired access token");
+    let refreshed = RefreshTokens::new(store.clone()).exchange(&bearer(&pair.refresh)).await.unwrap();
+    assert!(works(&store, &refreshed.access).await, "and still mints a pair");
+    let sessions = store.list_sessions(&user).await.unwrap();
+    assert_eq!(sessions.len(), 2, "the fully expired session is gone: {sessions:?}");
+    let pruned = store.prune_expired(now - Duration::from_secs(86400), Some(now + hour)).await.unwrap();
+    assert!(pruned >= 2, "created_before prunes by age");
+    assert!(!works(&store, &live).await);
+    assert_eq!(store.revoke_all_for_user(&user).await.unwrap(), 0, "pruned tokens left the user index");
+}
+
+async fn concurrent_logins_and_logouts_leave_no_unindexed_token<St: TokenStore + Clone>(store: St) {
+    let user = fresh_user();
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let store = store.clone();
+        let user = user.clone();
+        tasks.push(tokio::spawn(async move {
+            let tokens = RefreshTokens::new(store.clone());
+            let mut issued = Vec::new();
+            for _ in 0..20 {
+                if i % 2 == 0 {
+                    issued.push(tokens.issue_pair(NewPair::new(user.clone())).await.unwrap());
+                } else {
+                    store.revoke_all_for_user(&user).await.unwrap();
+                }
+            }
+            issued
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    store.revoke_all_for_user(&user).await.unwrap();
+    for pair in &all {
+        assert!(!pair_works(&store, pair).await, "a token of session {} escaped the user index", pair.session_id());
+    }
+}
+
+async fn works_as_a_trait_object(store: Arc<dyn TokenStore>) {
+    let user = fresh_user();
+    let issued = store.issue(NewToken::access(user.clone())).await.unwrap();
+    assert!(works(&store, &issued).await);
+    assert_eq!(store.revoke_all_for_user(&user).await.unwrap(), 1);
+}
+
+/// The interleavings that broke the two-step exchange, forced with a [`GatedStore`]: a second
+/// presentation, or a logout, runs while an exchange is held before its store operation and after it.
+/// In every order: at most one presentation wins, and once reuse is detected or the logout has
+/// returned, no token of the session works.
+pub async fn forced_interleavings_keep_exchanges_atomic<St, F>(make: F)
+where
+    St: TokenStore + Clone,
+    F: Fn() -> St,
+{
+    for when in [When::Before, When::After] {
+        // (a) reuse detected while an exchange of the same token is in flight.
+        let store = GatedStore::new(make());
+        let user = fresh_user();
+        let tokens = RefreshTokens::new(store.clone());
+        let pair = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
+        let mut gate = store.gate_next(Op::Exchange, when);
+        let held = {
+            let (tokens, headers) = (tokens.clone(), bearer(&pair.refresh));
+            tokio::spawn(async move { tokens.exchange(&headers).await })
+        };
+        gate.reached().await;
+        let second = tokens.exchange(&bearer(&pair.refresh)).await;
+        gate.open();
+        let first = held.await.expect("the held exchange does not panic");
+        let results = [&first, &second];
+        let winners: Vec<&TokenPair> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let reused = results.iter().filter(|r| matches!(r, Err(RefreshError::Reused { .. }))).count();
+        assert_eq!(winners.len(), 1, "{when:?}: exactly one presentation wins: {first:?} / {second:?}");
+        assert_eq!(reused, 1, "{when:?}: the other one is reuse: {first:?} / {second:?}");
+        for pair in winners {
+            assert!(!pair_works(&store, pair).await, "{when:?}: a pair survived reuse detection");
+        }
+        assert!(!pair_works(&store, &pair).await);
+        assert!(store.list_sessions(&user).await.unwrap().is_empty(), "{when:?}: the session is revoked");
+
+        // (b) an exchange racing log out everywhere.
+        let user = fresh_user();
+        let pair = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
+        let mut gate = store.gate_next(Op::Exchange, when);
+        let held = {
+            let (tokens, headers) = (tokens.clone(), bearer(&pair.refresh));
+            tokio::spawn(async move { tokens.exchange(&headers).await })
+        };
+        gate.reached().await;
+        store.revoke_all_for_user(&user).await.unwrap();
+        gate.open();
+        match held.await.expect("the held exchange does not panic") {
+            Ok(minted) => assert!(!pair_works(&store, &minted).await, "{when:?}: a pair outlived the logout"),
+            Err(RefreshError::Invalid) => {}
+            Err(other) => panic!("{when:?}: an exchange after a logout is invalid, got {other:?}"),
+        }
+        assert!(!pair_works(&store, &pair).await);
+        assert!(store.list_sessions(&user).await.unwrap().is_empty(), "{when:?}: nothing of the user is left");
+    }
+}
+
+/// Figures from a randomized race check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RaceReport {
+    /// Rounds run.
+    pub rounds: usize,
+    /// Rounds in which a token that must be dead still worked afterwards (must be 0).
+    pub leaks: usize,
+    /// Exchanges that succeeded.
+    pub exchanges: usize,
+    /// Presentations answered as reuse.
+    pub reuses: usize,
+}
+
+impl fmt::Display for RaceReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} rounds, {} leaks, {} exchanges, {} reuses detected",
+            self.rounds, self.leaks, self.exchanges, self.reuses
+        )
+    }
+}
+
+/// `presentations` simultaneous exchanges of one refresh token, `rounds` times: each round exactly one
+/// wins, and since the others are reuse, no pair of the round works afterwards. Panics on a second
+/// winner; counts leaks.
+pub async fn race_presentations<St: TokenStore + Clone>(store: St, rounds: usize, presentations: usize) -> RaceReport {
+    let tokens = RefreshTokens::new(store.clone());
+    let mut report = RaceReport { rounds, ..RaceReport::default() };
+    for round in 0..rounds {
+        let user = fresh_user();
+        let pair = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
+        let barrier = Arc::new(Barrier::new(presentations));
+        let tasks: Vec<_> = (0..presentations)
+            .map(|_| {
+                let (tokens, headers, barrier) = (tokens.clone(), bearer(&pair.refresh), Arc::clone(&barrier));
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    tokens.exchange(&headers).await
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        let mut reused = 0;
+        for task in tasks {
+            match task.await.expect("an exchange task does not panic") {
+                Ok(minted) => winners.push(minted),
+                Err(RefreshError::Reused { .. }) => reused += 1,
+                Err(RefreshError::Invalid) => {}
+                Err(other) => panic!("round {round}: unexpected {other:?}"),
+            }
+        }
+        assert!(winners.len() <= 1, "round {round}: {} presentations of one refresh token won", winners.len());
+        report.exchanges += winners.len();
+        report.reuses += reused;
+        if presentations > 1 {
+            assert_eq!(winners.len(), 1, "round {round}: the first presentation must win");
+            assert!(reused >= 1, "round {round}: a second presentation must be reuse");
+            let mut leaked = pair_works(&store, &pair).await;
+            for minted in &winners {
+                leaked |= pair_works(&store, minted).await;
+            }
+            report.leaks += usize::from(leaked);
+        }
+        store.revoke_all_for_user(&user).await.unwrap();
+    }
+    report
+}
+
+/// An exchange and a logout everywhere of the same user at once, `rounds` times: once the logout has
+/// returned, no token of the user works, whatever the exchange answered. Counts leaks.
+pub async fn race_exchange_and_logout<St: TokenStore + Clone>(store: St, rounds: usize) -> RaceReport {
+    let tokens = RefreshTokens::new(store.clone());
+    let mut report = RaceReport { rounds, ..RaceReport::default() };
+    for _ in 0..rounds {
+        let user = fresh_user();
+        let pair = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let exchange = {
+            let (tokens, headers, barrier) = (tokens.clone(), bearer(&pair.refresh), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                tokens.exchange(&headers).await
+            })
+        };
+        let logout = {
+            let (store, user, barrier) = (store.clone(), user.clone(), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.revoke_all_for_user(&user).await
+            })
+        };
+        logout.await.expect("the logout task does not panic").expect("logout succeeds");
+        let minted = exchange.await.expect("the exchange task does not panic");
+        let mut leaked = pair_works(&store, &pair).await;
+        if let Ok(minted) = &minted {
+            report.exchanges += 1;
+            leaked |= pair_works(&store, minted).await;
+        }
+        report.leaks += usize::from(leaked);
+        store.revoke_all_for_user(&user).await.unwrap();
+    }
+    report
+}
