@@ -43,7 +43,7 @@ use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
-use tower_token_auth::refresh::{RefreshTokens, TokenPair};
+use tower_token_auth::refresh::{NewPair, RefreshTokens, TokenPair};
 use tower_token_auth::{AuthenticatedToken, MemoryStore, Rejection, TokenAuthLayer, TokenStore};
 use tracing::Level;
 
@@ -216,7 +216,7 @@ async fn login(State(app): State<App>, body: Result<Json<Value>, JsonRejection>)
     let Some(user) = user.filter(|_| matches) else {
         return message(StatusCode::UNAUTHORIZED, "Invalid credentials.");
     };
-    match app.tokens.issue_pair(user.id, &login.device_name).await {
+    match app.tokens.issue_pair(NewPair::new(user.id).name(login.device_name.as_str())).await {
         Ok(pair) => {
             tracing::info!(user_id = user.id, device = %login.device_name, "logged in");
             token_pair(&pair, &app)
@@ -381,7 +381,7 @@ fn message(status: StatusCode, message: &str) -> Response {
 
 /// The crate's own response for `rejection`: the same bodies and `WWW-Authenticate` as the layer's.
 fn rejection(rejection: Rejection) -> Response {
-    rejection.into_response(false).map(axum::body::Body::new)
+    rejection.to_response(false).map(axum::body::Body::new)
 }
 
 /// The login and refresh answer. `Cache-Control: no-store`, as OAuth 2 asks of token responses.

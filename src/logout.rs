@@ -255,7 +255,7 @@ impl<St: TokenStore, B> Service<Request<B>> for LogoutService<St> {
                         match config.finish(&lookup.digest, found) {
                             Ok(token) => match start_revoke(&config, scope, &token) {
                                 Ok(revocation) => revoked(revocation.await, &token, scope, grpc),
-                                Err(response) => response,
+                                Err(InvalidScope) => invalid_scope(),
                             },
                             Err(rejection) => rejection.to_response(grpc),
                         }
@@ -269,7 +269,7 @@ impl<St: TokenStore, B> Service<Request<B>> for LogoutService<St> {
         };
         let revocation = match start_revoke(&self.config, scope, &token) {
             Ok(revocation) => revocation,
-            Err(response) => return LogoutFuture::ready(response),
+            Err(InvalidScope) => return LogoutFuture::ready(invalid_scope()),
         };
         match revocation.try_take_ready() {
             Ok(result) => LogoutFuture::ready(revoked(result, &token, scope, grpc)),
@@ -278,13 +278,13 @@ impl<St: TokenStore, B> Service<Request<B>> for LogoutService<St> {
     }
 }
 
-/// Starts the revocation of `scope` for `token`'s user, or the `422` for a bad scope.
+/// Starts the revocation of `scope` for `token`'s user; a bad scope is answered `422` by the caller.
 fn start_revoke<St: TokenStore>(
     config: &Config<St>,
     scope: Result<LogoutScope, InvalidScope>,
     token: &AuthenticatedToken,
-) -> Result<StoreFuture<u64>, Response<JsonBody>> {
-    let Ok(scope) = scope else { return Err(invalid_scope()) };
+) -> Result<StoreFuture<u64>, InvalidScope> {
+    let scope = scope?;
     let sessions = scope.sessions(token.session_id());
     Ok(guarded(config.lookup_timeout, || config.store.revoke_sessions(token.user_id(), sessions)))
 }

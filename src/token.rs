@@ -174,21 +174,34 @@ macro_rules! user_id_eq_int {
 
 user_id_eq_int!(u64, u32, i64, i32);
 
+impl UserId {
+    /// Whether `self` is the id `UserId::from(text)` would be, without building it.
+    fn eq_text(&self, text: &str) -> bool {
+        let canonical =
+            !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
+        match (&self.0, canonical.then(|| text.parse::<u64>().ok()).flatten()) {
+            (UserIdRepr::Int(n), Some(parsed)) => *n == parsed,
+            (UserIdRepr::Text(s), None) => &**s == text,
+            _ => false,
+        }
+    }
+}
+
 impl PartialEq<str> for UserId {
     fn eq(&self, other: &str) -> bool {
-        *self == UserId::from(other)
+        self.eq_text(other)
     }
 }
 
 impl PartialEq<&str> for UserId {
     fn eq(&self, other: &&str) -> bool {
-        *self == UserId::from(*other)
+        self.eq_text(other)
     }
 }
 
 impl PartialEq<String> for UserId {
     fn eq(&self, other: &String) -> bool {
-        *self == UserId::from(other.as_str())
+        self.eq_text(other)
     }
 }
 

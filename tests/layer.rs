@@ -13,6 +13,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 use tower_token_auth::clock::ManualClock;
+use tower_token_auth::refresh::{NewPair, RefreshError, RefreshTokens};
+use tower_token_auth::{testing, IssuedToken, LogoutScope, LogoutService};
 use tower_token_auth::{AuthenticatedToken, MemoryStore, NewToken, TokenAuthLayer, TokenStore, TokenStoreExt};
 
 use support::faults::{serve_api, Fault, FaultyStore};
@@ -69,7 +71,7 @@ async fn every_bad_token_gets_the_same_invalid_token_401() {
     let expired = store.issue(NewToken::access(1u64).issued_at(now).expires_at(now)).await.unwrap();
     let refresh = store.issue(NewToken::refresh(1u64).issued_at(now)).await.unwrap();
     let revoked = store.issue(NewToken::access(1u64).issued_at(now)).await.unwrap();
-    store.revoke(revoked.record.id).await.unwrap();
+    assert!(store.revoke_session(&1u64.into(), revoked.record.session_id).await.unwrap());
     let addr = serve_api(TokenAuthLayer::new(store).clock(clock)).await;
     let c = client();
     let id = good.record.id;
@@ -161,20 +163,74 @@ async fn logout_rejects_other_methods() {
     assert!(store.find(token.record.id).await.unwrap().is_some(), "a GET must not log out");
 }
 
+/// Sends `POST {path}` with `token` to a `LogoutService` and returns the status and body.
+async fn logout_with(logout: &LogoutService<MemoryStore>, path: &str, token: &IssuedToken) -> (StatusCode, String) {
+    let request =
+        Request::post(path).header(http::header::AUTHORIZATION, bearer(token)).body(Full::<Bytes>::default()).unwrap();
+    let response = logout.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
 #[tokio::test]
-async fn current_token_logout_keeps_the_other_devices() {
+async fn local_logout_logs_the_device_out_refresh_token_included() {
     let store = MemoryStore::new();
-    let laptop = store.issue(NewToken::access(7u64)).await.unwrap();
-    let phone = store.issue(NewToken::access(7u64)).await.unwrap();
-    let logout = tower_token_auth::LogoutService::new(store.clone()).current_token_only();
-    let request = Request::post("/api/v1/auth/logout")
-        .header(http::header::AUTHORIZATION, bearer(&laptop))
-        .body(Full::<Bytes>::default())
-        .unwrap();
-    let response = logout.oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert!(store.find(laptop.record.id).await.unwrap().is_none());
-    assert!(store.find(phone.record.id).await.unwrap().is_some());
+    let tokens = RefreshTokens::new(store.clone());
+    let laptop = tokens.issue_pair(NewPair::new(7u64).name("laptop")).await.unwrap();
+    let phone = tokens.issue_pair(NewPair::new(7u64).name("phone")).await.unwrap();
+    let logout = LogoutService::new(store.clone()).scope(LogoutScope::Local);
+    assert_eq!(logout_with(&logout, "/api/v1/auth/logout", &laptop.access).await, (StatusCode::OK, LOGGED_OUT.into()));
+    assert!(store.find(laptop.access.record.id).await.unwrap().is_none());
+    // The old `current_token_only()` left this refresh token alive, and it minted a new pair.
+    assert!(matches!(tokens.exchange(&testing::bearer(&laptop.refresh)).await, Err(RefreshError::Invalid)));
+    assert!(testing::works(&store, &phone.access).await && testing::works(&store, &phone.refresh).await);
+}
+
+#[tokio::test]
+#[allow(deprecated)]
+async fn the_deprecated_current_token_only_is_the_local_scope() {
+    let store = MemoryStore::new();
+    let tokens = RefreshTokens::new(store.clone());
+    let laptop = tokens.issue_pair(NewPair::new(7u64)).await.unwrap();
+    let logout = LogoutService::new(store.clone()).current_token_only();
+    assert_eq!(logout.default_scope(), LogoutScope::Local);
+    assert_eq!(logout_with(&logout, "/", &laptop.access).await.0, StatusCode::OK);
+    assert!(!testing::works(&store, &laptop.refresh).await, "the device's refresh token is revoked too");
+}
+
+#[tokio::test]
+async fn the_query_picks_global_local_or_others_and_anything_else_is_422() {
+    let store = MemoryStore::new();
+    let tokens = RefreshTokens::new(store.clone());
+    let issue = || tokens.issue_pair(NewPair::new(7u64));
+    let (a, b, c) = (issue().await.unwrap(), issue().await.unwrap(), issue().await.unwrap());
+    let logout = LogoutService::new(store.clone()).scope_from_query();
+
+    for bad in ["/x?scope=all", "/x?scope=", "/x?scope=local&scope=others", "/x?scope=LOCAL"] {
+        let (status, body) = logout_with(&logout, bad, &a.access).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["errors"]["scope"][0], "The selected scope is invalid.", "{bad}");
+        assert!(body["message"].is_string());
+    }
+    assert_eq!(store.list_sessions(&7u64.into()).await.unwrap().len(), 3, "a bad scope revokes nothing");
+
+    assert_eq!(logout_with(&logout, "/x?scope=others", &a.access).await, (StatusCode::OK, LOGGED_OUT.into()));
+    assert!(testing::works(&store, &a.access).await && testing::works(&store, &a.refresh).await);
+    for gone in [&b, &c] {
+        assert!(!testing::works(&store, &gone.access).await && !testing::works(&store, &gone.refresh).await);
+    }
+    let d = issue().await.unwrap();
+    assert_eq!(logout_with(&logout, "/x?scope=local", &d.access).await.0, StatusCode::OK);
+    assert!(testing::works(&store, &a.access).await, "local keeps the other sessions");
+    assert!(!testing::works(&store, &d.refresh).await);
+    let e = issue().await.unwrap();
+    assert_eq!(logout_with(&logout, "/x?scope=global", &a.access).await.0, StatusCode::OK);
+    assert!(store.list_sessions(&7u64.into()).await.unwrap().is_empty());
+    assert!(!testing::works(&store, &e.access).await);
+    // A bad scope with a dead token: authentication comes first, as in Laravel.
+    assert_eq!(logout_with(&logout, "/x?scope=all", &a.access).await.0, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -247,7 +303,8 @@ async fn last_used_is_off_by_default_and_throttled_when_on() {
 
 #[tokio::test]
 async fn legacy_id_less_tokens_only_when_enabled() {
-    let store = MemoryStore::new();
+    // Both sides opt in: the store keeps a digest index, the layer looks tokens up by digest.
+    let store = MemoryStore::new().legacy_tokens(true);
     let issued = store.issue(NewToken::access(3u64)).await.unwrap();
     let secret = issued.plain_text.expose().split_once('|').unwrap().1.to_owned();
     let c = client();
@@ -255,6 +312,9 @@ async fn legacy_id_less_tokens_only_when_enabled() {
     assert_eq!(send(&c, off, "GET", "/", Some(&format!("Bearer {secret}"))).await.status, StatusCode::UNAUTHORIZED);
     let on = serve_api(TokenAuthLayer::new(store).legacy_tokens(true)).await;
     assert_eq!(send(&c, on, "GET", "/", Some(&format!("Bearer {secret}"))).await.status, StatusCode::OK);
+    assert_eq!(send(&c, on, "GET", "/", Some("Bearer not-a-known-secret")).await.status, StatusCode::UNAUTHORIZED);
+    let plain = serve_api(TokenAuthLayer::new(MemoryStore::new()).legacy_tokens(true)).await;
+    assert_eq!(send(&c, plain, "GET", "/", Some(&format!("Bearer {secret}"))).await.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
