@@ -108,6 +108,12 @@ pub struct RequireAbilities<S> {
     layer: RequireAbilitiesLayer,
 }
 
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+impl<S: tonic::server::NamedService> tonic::server::NamedService for RequireAbilities<S> {
+    const NAME: &'static str = S::NAME;
+}
+
 impl<S> RequireAbilities<S> {
     define_inner_service_accessors!();
 }

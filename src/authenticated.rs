@@ -123,3 +123,14 @@ impl fmt::Debug for AuthenticatedToken {
             .finish()
     }
 }
+
+/// Put in the extensions of a request that an [optional](crate::TokenAuthLayer::optional) layer let
+/// through without credentials.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Guest;
+
+/// Whether an [optional](crate::TokenAuthLayer::optional) layer let this request through as a guest.
+#[cfg(feature = "axum")]
+pub(crate) fn is_guest(extensions: &http::Extensions) -> bool {
+    extensions.get::<Guest>().is_some()
+}

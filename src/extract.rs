@@ -6,7 +6,9 @@
 //! [`MissingAuthLayer`], a `500` naming the layer, and logs it.
 //!
 //! `Option<AuthenticatedToken>` never rejects: `Some` behind the layer, `None` elsewhere, for handlers
-//! shared by public and protected routes.
+//! shared by public and protected routes. Behind an [optional](crate::TokenAuthLayer::optional) layer, a
+//! guest reaching a handler that takes a plain `AuthenticatedToken` gets the layer's usual `401`
+//! ([`TokenRejection::Guest`]), not the `500`.
 //!
 //! Add the layer with [`route_layer`](https://docs.rs/axum/0.8/axum/struct.Router.html#method.route_layer)
 //! rather than `layer`, so unknown paths stay `404` instead of becoming `401`.
@@ -64,19 +66,55 @@ use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::StatusCode;
 
-use crate::authenticated::AuthenticatedToken;
+use crate::authenticated::{is_guest, AuthenticatedToken};
+use crate::refresh::RefreshError;
 use crate::response::Rejection;
+use crate::store::StoreError;
 
 impl<S: Send + Sync> FromRequestParts<S> for AuthenticatedToken {
-    type Rejection = MissingAuthLayer;
+    type Rejection = TokenRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         match parts.extensions.get::<AuthenticatedToken>() {
             Some(token) => Ok(token.clone()),
+            None if is_guest(&parts.extensions) => Err(TokenRejection::Guest),
             None => {
                 tracing::error!(path = %parts.uri.path(), "{MissingAuthLayer}");
-                Err(MissingAuthLayer)
+                Err(TokenRejection::MissingAuthLayer(MissingAuthLayer))
             }
+        }
+    }
+}
+
+/// Rejection of the [`AuthenticatedToken`] extractor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenRejection {
+    /// No [`TokenAuthLayer`](crate::TokenAuthLayer) ran for this route: a routing bug, `500`
+    /// ([`MissingAuthLayer`]).
+    MissingAuthLayer(MissingAuthLayer),
+    /// An [optional](crate::TokenAuthLayer::optional) layer let the request through without credentials,
+    /// and this handler needs a token: the layer's own `401`, `WWW-Authenticate: Bearer`,
+    /// `{"message":"Unauthenticated."}`. (Take `Option<AuthenticatedToken>` to serve guests.)
+    Guest,
+}
+
+impl fmt::Display for TokenRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenRejection::MissingAuthLayer(missing) => fmt::Display::fmt(missing, f),
+            TokenRejection::Guest => f.write_str("the request has no credentials and this route needs a token"),
+        }
+    }
+}
+
+impl std::error::Error for TokenRejection {}
+
+impl IntoResponse for TokenRejection {
+    fn into_response(self) -> Response {
+        match self {
+            TokenRejection::MissingAuthLayer(missing) => missing.into_response(),
+            TokenRejection::Guest => Rejection::MissingCredentials.into_response(),
         }
     }
 }
@@ -123,6 +161,22 @@ impl IntoResponse for MissingAuthLayer {
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         self.to_response(false).map(axum_core::body::Body::new)
+    }
+}
+
+/// A store error as a handler's answer: the [`Rejection`] it converts into (`503` for a failing store,
+/// `403` for a refused login at the session limit, `500` for a bug in the caller).
+impl IntoResponse for StoreError {
+    fn into_response(self) -> Response {
+        Rejection::from(self).into_response()
+    }
+}
+
+/// A failed exchange as a handler's answer: `401` for a missing, invalid or reused refresh token (with the
+/// right `WWW-Authenticate`), `503` for a failing store.
+impl IntoResponse for RefreshError {
+    fn into_response(self) -> Response {
+        Rejection::from(self).into_response()
     }
 }
 

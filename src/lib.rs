@@ -87,6 +87,7 @@ pub mod store;
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
 pub mod token;
+pub mod user;
 
 pub use auth::{TokenAuth, TokenAuthLayer};
 pub use authenticated::AuthenticatedToken;

@@ -24,6 +24,32 @@ pub enum Rejection {
     StoreUnavailable,
     /// The logout endpoint was called with a method other than `POST`. `405` with `Allow: POST`.
     MethodNotAllowed,
+    /// A login was refused because the user holds the maximum number of sessions and the
+    /// [`SessionLimit`](crate::session::SessionLimit) refuses new ones. `403`.
+    SessionLimit,
+    /// A bug on the server's side, not the client's (for example a token issued with a reserved ability).
+    /// `500` with Laravel's `{"message":"Server Error"}`; the cause is logged, never sent.
+    ServerError,
+}
+
+impl From<crate::store::StoreError> for Rejection {
+    /// What a handler answers for a store error: `503` (retry later) for a failing, slow or corrupt store,
+    /// `403` when the session limit refused a login, `500` for a request the crate refused as a bug in the
+    /// caller. So `?` works in handlers returning `Result<_, Rejection>`.
+    fn from(error: crate::store::StoreError) -> Self {
+        use crate::store::StoreErrorKind;
+        match error.kind() {
+            StoreErrorKind::SessionLimit => Rejection::SessionLimit,
+            StoreErrorKind::InvalidInput => {
+                tracing::error!(%error, "refused a request that is a bug in the caller; answering 500");
+                Rejection::ServerError
+            }
+            _ => {
+                tracing::warn!(%error, "token store failed; answering 503");
+                Rejection::StoreUnavailable
+            }
+        }
+    }
 }
 
 pub(crate) const UNAUTHENTICATED: &[u8] = br#"{"message":"Unauthenticated."}"#;
@@ -31,6 +57,8 @@ pub(crate) const LOGGED_OUT: &[u8] = br#"{"message":"Successfully logged out"}"#
 const INVALID_ABILITY: &[u8] = br#"{"message":"Invalid ability provided."}"#;
 const UNAVAILABLE: &[u8] = br#"{"message":"Authentication is temporarily unavailable. Please retry."}"#;
 const METHOD_NOT_ALLOWED: &[u8] = br#"{"message":"Method not allowed."}"#;
+const SESSION_LIMIT: &[u8] = br#"{"message":"Too many sessions: log out of another device first."}"#;
+const SERVER_ERROR: &[u8] = br#"{"message":"Server Error"}"#;
 
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 
@@ -42,17 +70,21 @@ impl Rejection {
             Rejection::InsufficientAbility => StatusCode::FORBIDDEN,
             Rejection::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Rejection::SessionLimit => StatusCode::FORBIDDEN,
+            Rejection::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// The gRPC status code used for gRPC requests (16 UNAUTHENTICATED, 7 PERMISSION_DENIED,
-    /// 14 UNAVAILABLE, 12 UNIMPLEMENTED).
+    /// 14 UNAVAILABLE, 12 UNIMPLEMENTED, 8 RESOURCE_EXHAUSTED, 13 INTERNAL).
     pub fn grpc_code(self) -> u8 {
         match self {
             Rejection::MissingCredentials | Rejection::InvalidToken => 16,
             Rejection::InsufficientAbility => 7,
             Rejection::StoreUnavailable => 14,
             Rejection::MethodNotAllowed => 12,
+            Rejection::SessionLimit => 8,
+            Rejection::ServerError => 13,
         }
     }
 
@@ -74,6 +106,8 @@ impl Rejection {
             Rejection::InsufficientAbility => &INVALID_ABILITY,
             Rejection::StoreUnavailable => &UNAVAILABLE,
             Rejection::MethodNotAllowed => &METHOD_NOT_ALLOWED,
+            Rejection::SessionLimit => &SESSION_LIMIT,
+            Rejection::ServerError => &SERVER_ERROR,
         };
         let mut response = Response::new(wrap(JsonBody::from_static(body)));
         *response.status_mut() = self.status();
@@ -84,13 +118,15 @@ impl Rejection {
     /// The headers of the plain-HTTP response, built once per kind: every request without valid
     /// credentials gets a copy, and copying a map is much cheaper than hashing and inserting each header.
     fn headers(self) -> &'static HeaderMap {
-        static HEADERS: [OnceLock<HeaderMap>; 5] = [const { OnceLock::new() }; 5];
+        static HEADERS: [OnceLock<HeaderMap>; 7] = [const { OnceLock::new() }; 7];
         let index = match self {
             Rejection::MissingCredentials => 0,
             Rejection::InvalidToken => 1,
             Rejection::InsufficientAbility => 2,
             Rejection::StoreUnavailable => 3,
             Rejection::MethodNotAllowed => 4,
+            Rejection::SessionLimit => 5,
+            Rejection::ServerError => 6,
         };
         HEADERS[index].get_or_init(|| {
             let mut headers = HeaderMap::with_capacity(2);
@@ -111,6 +147,7 @@ impl Rejection {
                 Rejection::MethodNotAllowed => {
                     headers.insert(ALLOW, HeaderValue::from_static("POST"));
                 }
+                Rejection::SessionLimit | Rejection::ServerError => {}
             }
             headers
         })
@@ -123,6 +160,8 @@ impl Rejection {
             Rejection::InsufficientAbility => ("7", "Invalid ability provided."),
             Rejection::StoreUnavailable => ("14", "Authentication is temporarily unavailable."),
             Rejection::MethodNotAllowed => ("12", "Method not allowed."),
+            Rejection::SessionLimit => ("8", "Too many sessions."),
+            Rejection::ServerError => ("13", "Server Error"),
         };
         let mut response = Response::new(JsonBody::empty());
         let headers = response.headers_mut();

@@ -164,3 +164,56 @@ async fn buffer_inside_the_auth_layer_survives_concurrent_calls() {
         call.expect("no call panicked");
     }
 }
+
+/// With the `tonic` feature, `auth.layer(service)` is itself a tonic service: one service protected,
+/// another public, on one server.
+#[cfg(feature = "tonic")]
+#[tokio::test]
+async fn one_service_protected_and_another_public_on_one_server() {
+    use tokio_stream::StreamExt;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tower::Layer;
+
+    let store = MemoryStore::new();
+    let (_, token) = bearer(&store, NewToken::access(4u64)).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .unwrap();
+    let (incoming, channel) = listen().await;
+    let router = Server::builder().add_service(health()).add_service(TokenAuthLayer::new(store).layer(reflection));
+    tokio::spawn(router.serve_with_incoming(incoming));
+
+    // The health service is public: no token needed (the handler only sees no token).
+    let status = HealthClient::new(channel.clone()).check(HealthCheckRequest { service: String::new() }).await;
+    assert_eq!(status.expect_err("WhoAmI wants a token").code(), Code::Internal, "public: the layer did not run");
+
+    let list = |authorization: Option<String>| {
+        let mut client = ServerReflectionClient::new(channel.clone());
+        async move {
+            let ask = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut request = Request::new(tokio_stream::once(ask));
+            if let Some(value) = authorization {
+                request.metadata_mut().insert("authorization", value.parse().unwrap());
+            }
+            let mut answers = client.server_reflection_info(request).await?.into_inner();
+            let mut names = Vec::new();
+            while let Some(answer) = answers.next().await {
+                if let Some(MessageResponse::ListServicesResponse(list)) = answer?.message_response {
+                    names.extend(list.service.into_iter().map(|s| s.name));
+                }
+            }
+            Ok::<_, Status>(names)
+        }
+    };
+    assert_eq!(list(None).await.expect_err("protected").code(), Code::Unauthenticated);
+    assert_eq!(list(Some("Bearer 1|wrong".into())).await.expect_err("protected").code(), Code::Unauthenticated);
+    let names = list(Some(token)).await.expect("authenticated");
+    assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+}

@@ -31,7 +31,9 @@ impl<St> TokenAuthLayer<St> {
     }
 }
 
-impl<St: Clone> TokenAuthLayer<St> {
+/// Builder methods. None needs `St: Clone`: the store is shared behind an `Arc` by every service the
+/// layer builds.
+impl<St> TokenAuthLayer<St> {
     fn configure(mut self, f: impl FnOnce(&mut Config<St>)) -> Self {
         f(Arc::make_mut(&mut self.config));
         self

@@ -8,6 +8,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::verify::{Config, Started};
 use super::TokenAuthLayer;
+use crate::authenticated::Guest;
 use crate::body::ResponseBody;
 use crate::response::{is_grpc, Rejection};
 use crate::store::TokenStore;
@@ -36,6 +37,14 @@ impl<St> TokenAuthLayer<St> {
     fn into_service<S>(self, inner: S) -> TokenAuth<S, St> {
         TokenAuth { inner, config: self.config }
     }
+}
+
+/// With the `tonic` feature: `Server::builder().add_service(layer.layer(svc))` protects one service and
+/// leaves the others public, since the wrapped service keeps its gRPC name.
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+impl<S: tonic::server::NamedService, St> tonic::server::NamedService for TokenAuth<S, St> {
+    const NAME: &'static str = S::NAME;
 }
 
 impl<S: Clone, St> Clone for TokenAuth<S, St> {
@@ -71,6 +80,9 @@ where
                 ResponseFuture::inner(self.inner.call(request))
             }
             Started::Done(Err(Rejection::MissingCredentials)) if self.config.optional => {
+                // Marks the request as a guest of an optional layer, so that a handler demanding a token
+                // answers the usual 401 rather than "no layer" (see `extract`).
+                request.extensions_mut().insert(Guest);
                 ResponseFuture::inner(self.inner.call(request))
             }
             Started::Done(Err(rejection)) => ResponseFuture::rejected(rejection, is_grpc(request.headers())),

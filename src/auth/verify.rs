@@ -29,7 +29,8 @@ pub(crate) const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 // do not evict the settings every request reads.
 #[repr(align(128))]
 pub(crate) struct Config<St> {
-    pub(crate) store: St,
+    /// Shared, so that configuring a layer never needs `St: Clone`.
+    pub(crate) store: Arc<St>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) max_age: Option<Duration>,
     pub(crate) lookup_timeout: Option<Duration>,
@@ -39,10 +40,10 @@ pub(crate) struct Config<St> {
     pub(crate) optional: bool,
 }
 
-impl<St: Clone> Clone for Config<St> {
+impl<St> Clone for Config<St> {
     fn clone(&self) -> Self {
         Self {
-            store: self.store.clone(),
+            store: Arc::clone(&self.store),
             clock: Arc::clone(&self.clock),
             max_age: self.max_age,
             lookup_timeout: self.lookup_timeout,
@@ -57,7 +58,7 @@ impl<St: Clone> Clone for Config<St> {
 impl<St> Config<St> {
     pub(crate) fn new(store: St) -> Self {
         Self {
-            store,
+            store: Arc::new(store),
             clock: Arc::new(SystemClock),
             max_age: None,
             lookup_timeout: Some(DEFAULT_LOOKUP_TIMEOUT),
@@ -272,7 +273,7 @@ impl<St: TokenStore> Config<St> {
             return Err(Rejection::InvalidToken);
         }
         if let Some(last_used) = &self.last_used {
-            last_used.record(&self.store, &record, now, self.lookup_timeout);
+            last_used.record(&*self.store, &record, now, self.lookup_timeout);
         }
         Ok(AuthenticatedToken::new(record))
     }
