@@ -11,7 +11,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use tower_token_auth::{MemoryStore, NewToken, TokenAuthLayer, TokenStore, TokenStoreExt};
+use tower_token_auth::refresh::{NewPair, RefreshError, RefreshTokens};
+use tower_token_auth::{testing, MemoryStore, NewToken, Rejection, TokenAuthLayer, TokenStore, TokenStoreExt};
 
 use support::faults::{serve_api, Fault, FaultyStore};
 use support::http::{client, send, Reply};
@@ -199,6 +200,71 @@ async fn logout_answers_503_when_the_revocation_hangs() {
         panic!("logout with a hanging revocation got no answer in 3 s (lookup timeout {timeout:?})")
     };
     assert_unavailable(&reply.unwrap(), "revocation hangs");
+}
+
+/// Every store call the crate makes is guarded: refresh-token issue and exchange answer a `StoreError`
+/// (the refresh endpoint's `503`) for a store that fails, hangs (bounded by the timeout) or panics, and
+/// never panic themselves.
+#[tokio::test]
+async fn refresh_tokens_fail_closed_whatever_the_store_does() {
+    let store = FaultyStore::new(MemoryStore::new());
+    let tokens = RefreshTokens::new(store.clone()).timeout(Some(Duration::from_millis(200)));
+    let pair = tokens.issue_pair(NewPair::new(5u64)).await.unwrap();
+    for fault in [Fault::Fail, Fault::Hang, Fault::Panic, Fault::PanicWhilePolled] {
+        store.set(fault);
+        let issued = tokio::time::timeout(Duration::from_secs(3), tokens.issue_pair(NewPair::new(5u64))).await;
+        let err = issued.unwrap_or_else(|_| panic!("issue_pair against {fault:?} was not bounded")).unwrap_err();
+        assert_eq!(Rejection::from(err), Rejection::StoreUnavailable, "{fault:?}");
+        let exchanged =
+            tokio::time::timeout(Duration::from_secs(3), tokens.exchange(&testing::bearer(&pair.refresh))).await;
+        let err = exchanged.unwrap_or_else(|_| panic!("exchange against {fault:?} was not bounded")).unwrap_err();
+        assert!(matches!(err, RefreshError::Store(_)), "{fault:?}: {err:?}");
+        assert_eq!(err.rejection(), Rejection::StoreUnavailable);
+    }
+    store.set(Fault::Healthy);
+    let rotated = tokens.exchange(&testing::bearer(&pair.refresh)).await.expect("a failed exchange changed nothing");
+    assert_eq!(rotated.session_id(), pair.session_id());
+}
+
+/// Last-use writes run off the request path; a store whose writes fail, hang or panic must neither fail
+/// the request nor take the server down.
+#[tokio::test]
+async fn a_broken_last_used_write_never_reaches_the_request() {
+    for fault in [Fault::Fail, Fault::Hang, Fault::Panic, Fault::PanicWhilePolled] {
+        let store = FaultyStore::new(MemoryStore::new());
+        let bearer = issued(&store, 6).await;
+        let layer = TokenAuthLayer::new(store.clone())
+            .track_last_used(Duration::from_secs(60))
+            .lookup_timeout(Some(Duration::from_millis(100)));
+        let addr = serve_api(layer).await;
+        store.set_writes(fault);
+        let reply = send(&client(), addr, "GET", "/", Some(&bearer)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{fault:?}");
+        assert_eq!(store.touches(), 1, "{fault:?}: the write was attempted");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(send(&client(), addr, "GET", "/", None).await.status, StatusCode::UNAUTHORIZED, "{fault:?}: alive");
+    }
+}
+
+/// A gRPC caller of the logout service gets a trailers-only `grpc-status: 14` for a failing store, not
+/// the JSON body.
+#[tokio::test]
+async fn logout_answers_grpc_callers_in_grpc_when_the_store_fails() {
+    for fault in [Fault::Fail, Fault::Panic] {
+        let store = FaultyStore::new(MemoryStore::new());
+        let bearer = issued(&store, 3).await;
+        let addr = serve_api(TokenAuthLayer::new(store.clone())).await;
+        store.set_writes(fault);
+        let request = http::Request::post(format!("http://{addr}/api/v1/auth/logout"))
+            .header(http::header::AUTHORIZATION, &bearer)
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let response = client().request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{fault:?}: trailers-only");
+        assert_eq!(response.headers()["grpc-status"], "14", "{fault:?}");
+        assert_eq!(response.headers()["content-type"], "application/grpc", "{fault:?}");
+    }
 }
 
 #[cfg(feature = "redis")]
