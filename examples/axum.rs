@@ -47,18 +47,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
     let app = Router::new()
         .route("/api/v1/me", get(me))
-        .route("/api/v1/greeting", get(home))
         .route("/api/v1/posts", post(create_post).route_layer(RequireAbilitiesLayer::all(["posts:write"])))
         .route("/api/v1/auth/logout", post_service(auth.logout_service()))
         // `route_layer`, not `layer`: only the routes above need a token, and unknown paths stay 404.
-        .route_layer(auth)
+        .route_layer(auth.clone())
+        // Guests and users alike: an optional layer lets requests without credentials through (a bad
+        // token still gets 401), and the handler sees `Some(token)` or `None`.
+        .route("/api/v1/greeting", get(home).route_layer(auth.optional()))
         .route("/", get(home));
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     let token = demo.plain_text.expose();
     println!("listening on http://{}", listener.local_addr()?);
     println!("demo token (user 1, abilities [\"posts:read\"]): {token}");
-    println!("  curl http://127.0.0.1:3000/");
+    println!("  curl http://127.0.0.1:3000/api/v1/greeting                                   # guest");
+    println!("  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:3000/api/v1/greeting # user 1");
     println!("  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:3000/api/v1/me");
     println!("  curl -X POST -H 'Authorization: Bearer {token}' http://127.0.0.1:3000/api/v1/posts   # 403");
     println!("  curl -X POST -H 'Authorization: Bearer {token}' http://127.0.0.1:3000/api/v1/auth/logout");

@@ -1,5 +1,6 @@
-//! A complete token-auth API server: login, refresh with rotation, status, a protected route and
-//! logout everywhere, built only from this crate's public API, axum 0.8 and argon2.
+//! A complete token-auth API server: login, refresh with rotation, devices (sessions) to list and
+//! revoke, logout here / elsewhere / everywhere, password change, built only from this crate's public
+//! API, axum 0.8 and argon2.
 //!
 //! Run it with:
 //!
@@ -14,27 +15,33 @@
 //!
 //! | route | auth | answer |
 //! |---|---|---|
-//! | `POST /api/v1/auth/login` `{"email","password","device_name"?}` | - | a token pair, `401`, `413` or `422` |
-//! | `POST /api/v1/auth/refresh` | refresh token | a new pair; a reused refresh token revokes every token of the user |
-//! | `POST /api/v1/auth/logout` | access token | revokes every token of the user (the crate's `LogoutService`) |
+//! | `POST /api/v1/auth/login` `{"email","password","device_name"?}` | - | a token pair (a new session), `401`, `413` or `422` |
+//! | `POST /api/v1/auth/refresh` | refresh token | a new pair in the same session; a reused refresh token revokes that session |
+//! | `GET /api/v1/auth/sessions` | access token | the user's sessions (devices), newest first, the current one marked |
+//! | `DELETE /api/v1/auth/sessions/{id}` | access token | revokes that device (access and refresh token) |
+//! | `POST /api/v1/auth/logout[?scope=global\|local\|others]` | access token | every session (default), this one, or the others (the crate's `LogoutService`) |
+//! | `POST /api/v1/auth/password` `{"current_password","password"}` | access token | sets the password, revokes every session, answers a fresh pair |
 //! | `GET /api/v1/auth/status` | access token | the user and the token (timestamps in unix seconds) |
 //! | `GET /api/v1/user` | access token | the user |
 //!
 //! Anything else is a JSON `404` or `405`. Request logs go to stderr (`RUST_LOG`, default `info`); at
 //! `debug` they include request headers, with `Authorization` redacted.
+//!
+//! Users live in this process's memory (a real app keeps them in its database): with several instances
+//! on one Redis, tokens and sessions are shared, passwords are not.
 
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use clap::Parser;
 use serde::Serialize;
@@ -44,7 +51,10 @@ use tower::ServiceBuilder;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tower_token_auth::refresh::{NewPair, RefreshTokens, TokenPair};
-use tower_token_auth::{AuthenticatedToken, MemoryStore, Rejection, TokenAuthLayer, TokenStore};
+use tower_token_auth::user::{CurrentUser, CurrentUserLayer, LoadUser};
+use tower_token_auth::{
+    AuthenticatedToken, MemoryStore, Rejection, SessionId, TokenAuthLayer, TokenStore, TokenStoreExt, UserId,
+};
 use tracing::Level;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -52,9 +62,31 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Largest request body accepted (the login JSON); bigger ones get `413`.
 const BODY_LIMIT: usize = 16 * 1024;
 
-/// Example auth API server for tower-token-auth.
+/// Shortest password `/api/v1/auth/password` accepts.
+const MIN_PASSWORD_LEN: usize = 8;
+
+const ABOUT: &str = "Example auth API server for tower-token-auth: login with email and password, \
+access/refresh token pairs, a device (session) list, logout here / elsewhere / everywhere, password change.";
+
+const LONG_ABOUT: &str = "Example auth API server for tower-token-auth.
+
+Serves a JSON auth API on --addr: POST /api/v1/auth/login, /refresh, /logout[?scope=global|local|others],
+/password; GET /api/v1/auth/sessions, DELETE /api/v1/auth/sessions/{id}; GET /api/v1/auth/status,
+/api/v1/user, /healthz. See the crate README for every request and answer.
+
+Without --user it has one demo user: demo@example.com / demo-password.
+
+Tokens live in --store:
+  memory://                               in this process (the default)
+  redis://HOST:PORT[/DB]                  Redis, shared by every instance (build with --features redis)
+  redis://HOST:7000,redis://HOST:7001,..  Redis Cluster, from its seed nodes (--features redis)
+  postgres://USER[:PASS]@HOST/DB          Laravel Sanctum's personal_access_tokens table (--features postgres)
+  mysql://USER[:PASS]@HOST/DB             the same on MySQL/MariaDB (--features mysql)
+  sqlite://PATH  or  sqlite::memory:      the same on SQLite; the file is created if missing (--features sqlite)";
+
+/// The command line.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about = ABOUT, long_about = LONG_ABOUT)]
 struct Args {
     /// Address to listen on; port 0 picks a free port (the chosen one is printed).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3000")]
@@ -62,11 +94,14 @@ struct Args {
     /// Lifetime of access tokens.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     access_ttl: u64,
-    /// Lifetime of refresh tokens.
+    /// Lifetime of refresh tokens, counted from login and from each refresh.
     #[arg(long, value_name = "SECONDS", default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
     refresh_ttl: u64,
-    /// Token store: memory://, redis://... (feature redis), postgres://, mysql://, sqlite:... (features
-    /// postgres, mysql, sqlite).
+    /// How long an exchanged refresh token may be exchanged again (a client retrying after a lost
+    /// response) before it counts as reuse and its session is revoked. 0: never (strict).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    refresh_reuse_interval: u64,
+    /// Token store (see above): memory://, redis://..., postgres://..., mysql://..., sqlite://...
     #[arg(long, value_name = "URL", default_value = "memory://")]
     store: String,
     /// A user who can log in (repeatable; replaces the demo user). Visible to `ps`: for real
@@ -88,31 +123,61 @@ fn parse_user(value: &str) -> Result<(String, String), String> {
 }
 
 /// A user of the app. Real apps load these from their database; ids are what tokens belong to.
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 struct User {
     id: u64,
     email: String,
     name: String,
-    #[serde(skip)]
-    password_hash: Arc<str>,
+}
+
+/// A user's password hash and how often it changed (so a login that checked an old password can
+/// notice a change that happened while it was hashing).
+struct Credentials {
+    hash: Arc<str>,
+    version: u64,
+}
+
+/// The users, in memory.
+struct Users {
+    users: Vec<User>,
+    credentials: Vec<RwLock<Credentials>>,
+}
+
+impl Users {
+    fn by_email(&self, email: &str) -> Option<usize> {
+        self.users.iter().position(|user| user.email.eq_ignore_ascii_case(email))
+    }
+
+    fn by_id(&self, id: &UserId) -> Option<usize> {
+        let id = id.as_u64()?;
+        self.users.iter().position(|user| user.id == id)
+    }
+
+    fn credentials(&self, index: usize) -> (Arc<str>, u64) {
+        let credentials = self.credentials[index].read().unwrap_or_else(|e| e.into_inner());
+        (Arc::clone(&credentials.hash), credentials.version)
+    }
+}
+
+/// The app's side of the crate's user hook: loads the user of each authenticated request once.
+impl LoadUser for App {
+    type User = User;
+    type Error = std::convert::Infallible;
+
+    async fn load_user(&self, token: &AuthenticatedToken) -> Result<Option<User>, Self::Error> {
+        Ok(self.users.by_id(token.user_id()).map(|index| self.users.users[index].clone()))
+    }
 }
 
 #[derive(Clone)]
 struct App {
-    users: Arc<[User]>,
+    users: Arc<Users>,
     /// Verified against when the email is unknown, so a login takes as long whether or not it exists.
     dummy_hash: Arc<str>,
     /// Argon2 takes ~19 MiB per hash: at most one hash per core at a time, so a burst of (anonymous)
     /// logins queues instead of exhausting memory.
     hashing: Arc<Semaphore>,
     tokens: RefreshTokens<Arc<dyn TokenStore>>,
-}
-
-impl App {
-    fn user(&self, token: &AuthenticatedToken) -> Option<&User> {
-        let id = token.user_id().as_u64()?;
-        self.users.iter().find(|user| user.id == id)
-    }
 }
 
 #[tokio::main]
@@ -134,25 +199,25 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), BoxError> {
     let demo = args.users.is_empty();
-    let users = if demo { vec![("demo@example.com".to_owned(), "demo-password".to_owned())] } else { args.users };
-    let users: Arc<[User]> = users
-        .into_iter()
-        .zip(1..)
-        .map(|((email, password), id)| {
-            let name = email.split('@').next().unwrap_or_default().to_owned();
-            Ok(User { id, email, name, password_hash: hash_password(&password)?.into() })
-        })
-        .collect::<Result<_, BoxError>>()?;
+    let accounts = if demo { vec![("demo@example.com".to_owned(), "demo-password".to_owned())] } else { args.users };
+    let mut users = Users { users: Vec::new(), credentials: Vec::new() };
+    for ((email, password), id) in accounts.into_iter().zip(1..) {
+        let name = email.split('@').next().unwrap_or_default().to_owned();
+        users.users.push(User { id, email, name });
+        users.credentials.push(RwLock::new(Credentials { hash: hash_password(&password)?.into(), version: 0 }));
+    }
     let dummy_hash = hash_password("not anyone's password")?.into();
 
     let store = open_store(&args.store, Duration::from_secs(args.prune_interval)).await?;
     let tokens = RefreshTokens::new(Arc::clone(&store))
         .access_ttl(Duration::from_secs(args.access_ttl))
-        .refresh_ttl(Duration::from_secs(args.refresh_ttl));
-    let auth = TokenAuthLayer::new(store);
+        .refresh_ttl(Duration::from_secs(args.refresh_ttl))
+        .reuse_interval(Duration::from_secs(args.refresh_reuse_interval));
+    let auth = TokenAuthLayer::new(store).track_last_used(Duration::from_secs(60));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let hashing = Arc::new(Semaphore::new(cores));
-    let app = router(App { users, dummy_hash, hashing, tokens }, auth);
+    let app = App { users: Arc::new(users), dummy_hash, hashing, tokens };
+    let router = router(app, auth);
 
     let listener = tokio::net::TcpListener::bind(&args.addr)
         .await
@@ -164,22 +229,25 @@ async fn run(args: Args) -> Result<(), BoxError> {
         println!("try: curl -s -X POST http://{addr}/api/v1/auth/login -H 'Content-Type: application/json' \\");
         println!("       -d '{{\"email\":\"demo@example.com\",\"password\":\"demo-password\"}}'");
     }
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
     Ok(())
 }
 
 fn router(app: App, auth: TokenAuthLayer<Arc<dyn TokenStore>>) -> Router {
-    let logout = auth.logout_service();
+    // `route_layer` on each method router: authentication runs only for a matched path and method, so
+    // unknown paths stay 404 and wrong methods 405, never 401. The user is loaded after the token.
+    let protected = ServiceBuilder::new().layer(auth.clone()).layer(CurrentUserLayer::new(app.clone()));
     Router::new()
         .route("/healthz", get(health))
         .route("/api/v1/auth/login", post(login))
         .route("/api/v1/auth/refresh", post(refresh))
-        // The crate's service implements the logout contract; it answers 405 itself for other methods.
-        .route_service("/api/v1/auth/logout", logout)
-        // `route_layer` on the method router: authentication runs only for a matched path and method,
-        // so unknown paths stay 404 and wrong methods 405, never 401.
-        .route("/api/v1/auth/status", get(status).route_layer(auth.clone()))
-        .route("/api/v1/user", get(current_user).route_layer(auth))
+        // The crate's service implements the logout contract, with `?scope=`; it answers 405 itself.
+        .route_service("/api/v1/auth/logout", auth.logout_service().scope_from_query())
+        .route("/api/v1/auth/sessions", get(sessions).route_layer(protected.clone()))
+        .route("/api/v1/auth/sessions/{id}", delete(revoke_session).route_layer(protected.clone()))
+        .route("/api/v1/auth/password", post(change_password).route_layer(protected.clone()))
+        .route("/api/v1/auth/status", get(status).route_layer(protected.clone()))
+        .route("/api/v1/user", get(current_user).route_layer(protected))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -204,50 +272,156 @@ async fn health() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-/// `POST /api/v1/auth/login`: checks the password and issues an access/refresh pair.
+/// `POST /api/v1/auth/login`: checks the password and issues an access/refresh pair: a new session.
 async fn login(State(app): State<App>, body: Result<Json<Value>, JsonRejection>) -> Response {
-    let login = match LoginRequest::validate(body) {
+    let login = match Validated::body(body).and_then(LoginRequest::validate) {
         Ok(login) => login,
         Err(response) => return response,
     };
-    let user = app.users.iter().find(|user| user.email.eq_ignore_ascii_case(&login.email));
-    let hash = Arc::clone(user.map_or(&app.dummy_hash, |user| &user.password_hash));
-    let matches = password_matches(&app.hashing, hash, login.password).await;
-    let Some(user) = user.filter(|_| matches) else {
-        return message(StatusCode::UNAUTHORIZED, "Invalid credentials.");
+    let index = app.users.by_email(&login.email);
+    let (hash, version) = match index {
+        Some(index) => app.users.credentials(index),
+        None => (Arc::clone(&app.dummy_hash), 0),
     };
-    match app.tokens.issue_pair(NewPair::new(user.id).name(login.device_name.as_str())).await {
-        Ok(pair) => {
-            tracing::info!(user_id = user.id, device = %login.device_name, "logged in");
-            token_pair(&pair, &app)
-        }
-        Err(error) => {
-            tracing::warn!(%error, "token store failed during login");
-            rejection(Rejection::StoreUnavailable)
-        }
+    let matches = password_matches(&app.hashing, hash, login.password).await;
+    let Some(index) = index.filter(|_| matches) else {
+        return invalid_credentials();
+    };
+    let user = &app.users.users[index];
+    let pair = match app.tokens.issue_pair(NewPair::new(user.id).name(login.device_name.as_str())).await {
+        Ok(pair) => pair,
+        Err(error) => return reject(Rejection::from(error)),
+    };
+    // The password may have changed while it was being checked (argon2 takes a while): a session
+    // issued on the old password must not survive that change.
+    if app.users.credentials(index).1 != version {
+        let _ = app.tokens.store().revoke_session(&user.id.into(), pair.session_id()).await;
+        return invalid_credentials();
     }
+    tracing::info!(user.id = user.id, session.id = %pair.session_id(), device = %login.device_name, "logged in");
+    token_pair(&pair, &app)
 }
 
-/// `POST /api/v1/auth/refresh`: exchanges a refresh token (once) for a new pair.
+/// `POST /api/v1/auth/refresh`: exchanges a refresh token (once) for a new pair in the same session.
 async fn refresh(State(app): State<App>, headers: HeaderMap) -> Response {
     match app.tokens.exchange(&headers).await {
         Ok(pair) => token_pair(&pair, &app),
         Err(error) => {
             tracing::info!(%error, "refresh refused");
-            rejection(error.rejection())
+            reject(error.rejection())
         }
     }
 }
 
+/// One entry of `GET /api/v1/auth/sessions`.
+#[derive(Serialize)]
+struct SessionEntry {
+    id: SessionId,
+    name: String,
+    created_at: u64,
+    last_used_at: Option<u64>,
+    expires_at: Option<u64>,
+    current: bool,
+}
+
+/// `GET /api/v1/auth/sessions`: the user's live sessions (devices), newest first, the presenting one
+/// marked `current`.
+async fn sessions(State(app): State<App>, Extension(token): Extension<AuthenticatedToken>) -> Response {
+    let listed = match app.tokens.store().list_sessions(token.user_id()).await {
+        Ok(listed) => listed,
+        Err(error) => return reject(Rejection::from(error)),
+    };
+    let now = SystemTime::now();
+    let data: Vec<SessionEntry> = listed
+        .into_iter()
+        .filter(|session| !session.is_expired(now))
+        .map(|session| SessionEntry {
+            id: session.id,
+            name: session.name.to_string(),
+            created_at: unix_seconds(session.created_at),
+            last_used_at: session.last_used_at.map(unix_seconds),
+            expires_at: session.expires_at.map(unix_seconds),
+            current: session.id == token.session_id(),
+        })
+        .collect();
+    Json(json!({ "data": data })).into_response()
+}
+
+/// `DELETE /api/v1/auth/sessions/{id}`: revokes one of the user's own sessions, both its tokens. Any id
+/// that is not one of them (unknown, revoked, another user's, not a number) is `404`.
+async fn revoke_session(
+    State(app): State<App>,
+    Extension(token): Extension<AuthenticatedToken>,
+    Path(id): Path<String>,
+) -> Response {
+    let Ok(id) = id.parse::<SessionId>() else { return not_found().await };
+    match app.tokens.store().revoke_session(token.user_id(), id).await {
+        Ok(true) => {
+            tracing::info!(user.id = %token.user_id(), session.id = %id, "session revoked");
+            message(StatusCode::OK, "Session revoked")
+        }
+        Ok(false) => not_found().await,
+        Err(error) => reject(Rejection::from(error)),
+    }
+}
+
+/// `POST /api/v1/auth/password`: checks the current password, sets the new one, revokes every session
+/// of the user (OWASP ASVS V3.3.3) and answers a fresh pair, in the login response's shape.
+async fn change_password(
+    State(app): State<App>,
+    Extension(CurrentUser(user)): Extension<CurrentUser<User>>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let change = match Validated::body(body).and_then(PasswordChange::validate) {
+        Ok(change) => change,
+        Err(response) => return response,
+    };
+    let Some(index) = app.users.by_id(&user.id.into()) else { return reject(Rejection::InvalidToken) };
+    let (hash, version) = app.users.credentials(index);
+    if !password_matches(&app.hashing, hash, change.current_password).await {
+        let error = "The password is incorrect.";
+        return invalid(vec![("current_password", error.to_owned())]);
+    }
+    let new_hash: Arc<str> = match hash_password(&change.password) {
+        Ok(hash) => hash.into(),
+        Err(error) => {
+            tracing::error!(%error, "hashing the new password failed");
+            return reject(Rejection::ServerError);
+        }
+    };
+    {
+        let mut credentials = app.users.credentials[index].write().unwrap_or_else(|e| e.into_inner());
+        if credentials.version != version {
+            // Changed by another request meanwhile: the current password checked above is stale.
+            return invalid(vec![("current_password", "The password is incorrect.".to_owned())]);
+        }
+        *credentials = Credentials { hash: new_hash, version: version + 1 };
+    }
+    // First the new password, then the revocation: a login racing this either issued before the
+    // revocation (and is revoked) or sees the changed version and revokes itself.
+    let revoked = match app.tokens.store().revoke_all_for_user(&user.id.into()).await {
+        Ok(revoked) => revoked,
+        Err(error) => return reject(Rejection::from(error)),
+    };
+    tracing::info!(user.id = user.id, revoked, "password changed; every session revoked");
+    match app.tokens.issue_pair(NewPair::new(user.id).name("password change")).await {
+        Ok(pair) => token_pair(&pair, &app),
+        Err(error) => reject(Rejection::from(error)),
+    }
+}
+
 /// `GET /api/v1/auth/status`: who is logged in, with which token. (With the crate's `axum` feature,
-/// `token: AuthenticatedToken` is an extractor; `Extension` keeps this example free of features.)
-async fn status(State(app): State<App>, Extension(token): Extension<AuthenticatedToken>) -> Response {
-    let Some(user) = app.user(&token) else { return rejection(Rejection::InvalidToken) };
+/// `AuthenticatedToken` and `CurrentUser` are extractors; `Extension` keeps this example free of features.)
+async fn status(
+    Extension(CurrentUser(user)): Extension<CurrentUser<User>>,
+    Extension(token): Extension<AuthenticatedToken>,
+) -> Response {
     Json(json!({
         "authenticated": true,
         "user": user,
         "token": {
             "id": token.token_id(),
+            "session_id": token.session_id(),
             "name": token.name(),
             "abilities": token.abilities(),
             "expires_at": token.expires_at().map(unix_seconds),
@@ -258,12 +432,8 @@ async fn status(State(app): State<App>, Extension(token): Extension<Authenticate
 }
 
 /// `GET /api/v1/user`: the authenticated user, like Laravel's `$request->user()`.
-async fn current_user(State(app): State<App>, Extension(token): Extension<AuthenticatedToken>) -> Response {
-    match app.user(&token) {
-        Some(user) => Json(user).into_response(),
-        // The user was deleted after the token was issued.
-        None => rejection(Rejection::InvalidToken),
-    }
+async fn current_user(Extension(CurrentUser(user)): Extension<CurrentUser<User>>) -> Response {
+    Json(user).into_response()
 }
 
 async fn not_found() -> Response {
@@ -272,6 +442,27 @@ async fn not_found() -> Response {
 
 async fn method_not_allowed() -> Response {
     message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.")
+}
+
+/// A JSON object body, or the answer for one that is not.
+struct Validated;
+
+impl Validated {
+    #[allow(clippy::result_large_err)] // the error is the response itself, built once per bad request
+    fn body(body: Result<Json<Value>, JsonRejection>) -> Result<Map<String, Value>, Response> {
+        match body {
+            Ok(Json(Value::Object(fields))) => Ok(fields),
+            Ok(Json(_)) => Err(invalid(vec![("body", "The request body must be a JSON object.".into())])),
+            Err(JsonRejection::MissingJsonContentType(_)) => {
+                let error = "The request must be JSON, sent with Content-Type: application/json.";
+                Err(invalid(vec![("body", error.into())]))
+            }
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(message(StatusCode::PAYLOAD_TOO_LARGE, "The request body is too large."))
+            }
+            Err(_) => Err(invalid(vec![("body", "The request body must be valid JSON.".into())])),
+        }
+    }
 }
 
 /// A validated login body.
@@ -284,20 +475,8 @@ struct LoginRequest {
 impl LoginRequest {
     /// Laravel's `email: required|email|max:255`, `password: required|string`,
     /// `device_name: nullable|string|max:255`, with its `422` body on failure.
-    #[allow(clippy::result_large_err)] // the error is the response itself, built once per bad request
-    fn validate(body: Result<Json<Value>, JsonRejection>) -> Result<Self, Response> {
-        let fields = match body {
-            Ok(Json(Value::Object(fields))) => fields,
-            Ok(Json(_)) => return Err(invalid(vec![("body", "The request body must be a JSON object.".into())])),
-            Err(JsonRejection::MissingJsonContentType(_)) => {
-                let error = "The request must be JSON, sent with Content-Type: application/json.";
-                return Err(invalid(vec![("body", error.into())]));
-            }
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                return Err(message(StatusCode::PAYLOAD_TOO_LARGE, "The request body is too large."));
-            }
-            Err(_) => return Err(invalid(vec![("body", "The request body must be valid JSON.".into())])),
-        };
+    #[allow(clippy::result_large_err)]
+    fn validate(fields: Map<String, Value>) -> Result<Self, Response> {
         let mut errors = Vec::new();
         let email = string_field(&fields, "email", true, &mut errors).map(str::trim);
         match email {
@@ -318,6 +497,35 @@ impl LoginRequest {
                 password: password.to_owned(),
                 device_name: device_name.filter(|name| !name.is_empty()).unwrap_or("api").to_owned(),
             }),
+            _ => Err(invalid(errors)),
+        }
+    }
+}
+
+/// A validated password change body.
+struct PasswordChange {
+    current_password: String,
+    password: String,
+}
+
+impl PasswordChange {
+    /// `current_password: required|string`, `password: required|string|min:8|max:255`.
+    #[allow(clippy::result_large_err)]
+    fn validate(fields: Map<String, Value>) -> Result<Self, Response> {
+        let mut errors = Vec::new();
+        let current = string_field(&fields, "current_password", true, &mut errors);
+        let password = string_field(&fields, "password", true, &mut errors);
+        match password.map(|p| p.chars().count()) {
+            Some(n) if n < MIN_PASSWORD_LEN => {
+                errors.push(("password", format!("The password field must be at least {MIN_PASSWORD_LEN} characters.")))
+            }
+            Some(n) if n > 255 => errors.push(("password", too_long("password"))),
+            _ => {}
+        }
+        match (current, password) {
+            (Some(current), Some(password)) if errors.is_empty() => {
+                Ok(Self { current_password: current.to_owned(), password: password.to_owned() })
+            }
             _ => Err(invalid(errors)),
         }
     }
@@ -375,13 +583,23 @@ fn invalid(errors: Vec<(&'static str, String)>) -> Response {
     (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "message": message, "errors": by_field }))).into_response()
 }
 
+/// The crate's own response for `rejection`: the same bodies and `WWW-Authenticate` as the layer's. (With
+/// the crate's `axum` feature, `Rejection`, `StoreError` and `RefreshError` are `IntoResponse`; this
+/// example builds without features.)
+fn reject(rejection: Rejection) -> Response {
+    rejection.to_response(false).map(axum::body::Body::new)
+}
+
 fn message(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "message": message }))).into_response()
 }
 
-/// The crate's own response for `rejection`: the same bodies and `WWW-Authenticate` as the layer's.
-fn rejection(rejection: Rejection) -> Response {
-    rejection.to_response(false).map(axum::body::Body::new)
+/// `401` for a wrong email or password. RFC 9110 asks every 401 for a challenge: the scheme to use
+/// once logged in.
+fn invalid_credentials() -> Response {
+    let mut response = message(StatusCode::UNAUTHORIZED, "Invalid credentials.");
+    response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 /// The login and refresh answer. `Cache-Control: no-store`, as OAuth 2 asks of token responses.
@@ -436,7 +654,7 @@ async fn open_store(url: &str, prune_interval: Duration) -> Result<Arc<dyn Token
         }
         _ => {
             return Err(format!(
-                "unknown --store {scheme:?}: use memory://, redis://, postgres://, mysql:// or sqlite:"
+                "unknown --store {scheme:?}: use memory://, redis://, postgres://, mysql:// or sqlite:// (see --help)"
             )
             .into())
         }

@@ -30,7 +30,11 @@ impl Server {
     }
 
     fn start_with_log(args: &[&str], rust_log: &str) -> Self {
-        let process = ExampleServer::start(args, rust_log);
+        Self::start_in(None, args, rust_log)
+    }
+
+    fn start_in(dir: Option<&std::path::Path>, args: &[&str], rust_log: &str) -> Self {
+        let process = ExampleServer::start_in(dir, args, rust_log);
         let client = Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("reqwest client");
         Server { base: format!("http://{}", process.addr), process, client }
     }
@@ -82,6 +86,45 @@ impl Server {
 
     async fn refresh(&self, refresh_token: &str) -> Reply {
         self.post("/api/v1/auth/refresh", Some(refresh_token)).await
+    }
+
+    async fn delete(&self, path: &str, bearer: Option<&str>) -> Reply {
+        self.send(Method::DELETE, path, bearer).await
+    }
+
+    /// `GET /api/v1/auth/sessions` as `bearer`, asserting the shape; the `data` entries.
+    async fn sessions(&self, bearer: &str) -> Vec<Value> {
+        let reply = self.get("/api/v1/auth/sessions", Some(bearer)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let body = reply.json();
+        let data = body["data"].as_array().unwrap_or_else(|| panic!("no data in {body}")).clone();
+        for entry in &data {
+            assert!(entry["id"].is_u64(), "{entry}");
+            assert!(entry["name"].is_string(), "{entry}");
+            assert!(entry["created_at"].is_u64(), "{entry}");
+            assert!(entry["last_used_at"].is_u64() || entry["last_used_at"].is_null(), "{entry}");
+            assert!(entry["expires_at"].is_u64() || entry["expires_at"].is_null(), "{entry}");
+            assert!(entry["current"].is_boolean(), "{entry}");
+        }
+        assert_eq!(data.iter().filter(|e| e["current"] == true).count(), 1, "exactly one current session: {body}");
+        data
+    }
+
+    /// The session id of the presenting token, from the list.
+    async fn current_session(&self, bearer: &str) -> u64 {
+        let sessions = self.sessions(bearer).await;
+        sessions.iter().find(|e| e["current"] == true).and_then(|e| e["id"].as_u64()).expect("a current session")
+    }
+
+    /// The device names of the sessions, as listed (newest first).
+    async fn session_names(&self, bearer: &str) -> Vec<String> {
+        self.sessions(bearer).await.iter().map(|e| e["name"].as_str().unwrap().to_owned()).collect()
+    }
+
+    async fn change_password(&self, bearer: &str, current: &str, new: &str) -> Reply {
+        let body = json!({"current_password": current, "password": new});
+        let request = self.client.post(self.url("/api/v1/auth/password")).bearer_auth(bearer).json(&body);
+        Reply::from(request.send().await.expect("request")).await
     }
 }
 
@@ -208,22 +251,165 @@ async fn login_status_user_and_refresh_flow() {
 }
 
 #[tokio::test]
-async fn reusing_a_rotated_refresh_token_revokes_every_token_of_the_user() {
+async fn reusing_a_rotated_refresh_token_revokes_that_session_and_spares_the_others() {
     let server = Server::start(&[]);
+    let laptop = server.login(DEMO_EMAIL, DEMO_PASSWORD, "laptop").await;
     let first = server.login(DEMO_EMAIL, DEMO_PASSWORD, "phone").await;
     let second = server.refresh(&first.refresh).await.tokens();
+    // The previous access token of the session stops working with the exchange.
+    server.get("/api/v1/user", Some(&first.access)).await.assert_invalid_token();
 
     // The rotated token is presented again: someone copied it.
     server.refresh(&first.refresh).await.assert_invalid_token();
 
-    // Every token of the user is gone, including the pair issued by the legitimate refresh.
+    // Every token of that session is gone, including the pair issued by the legitimate refresh.
     server.get("/api/v1/user", Some(&second.access)).await.assert_invalid_token();
-    server.get("/api/v1/user", Some(&first.access)).await.assert_invalid_token();
     server.refresh(&second.refresh).await.assert_invalid_token();
+    // The user's other device keeps working.
+    assert_eq!(server.get("/api/v1/user", Some(&laptop.access)).await.status, StatusCode::OK);
+    assert_eq!(server.session_names(&laptop.access).await, ["laptop"]);
 
     // Logging in again works.
     let fresh = server.login(DEMO_EMAIL, DEMO_PASSWORD, "phone").await;
     assert_eq!(server.get("/api/v1/user", Some(&fresh.access)).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_reuse_interval_lets_a_client_retry_a_lost_refresh() {
+    let server = Server::start(&["--refresh-reuse-interval", "30"]);
+    let first = server.login(DEMO_EMAIL, DEMO_PASSWORD, "phone").await;
+    let _lost = server.refresh(&first.refresh).await.tokens();
+    let retried = server.refresh(&first.refresh).await;
+    assert_eq!(retried.status, StatusCode::OK, "a retry within the interval: {}", retried.body);
+    let retried = retried.tokens();
+    assert_eq!(server.get("/api/v1/user", Some(&retried.access)).await.status, StatusCode::OK);
+    assert_eq!(server.session_names(&retried.access).await, ["phone"], "still one session");
+}
+
+/// The device-management flow of the example server, on whatever store it was started with.
+async fn device_management_flow(server: &Server, alice: (&str, &str), bob: (&str, &str)) {
+    let laptop = server.login(alice.0, alice.1, "laptop").await;
+    let phone = server.login(alice.0, alice.1, "phone").await;
+    let tablet = server.login(alice.0, alice.1, "tablet").await;
+    let bobs = server.login(bob.0, bob.1, "desktop").await;
+
+    // The list: every session once, newest first, the presenting one current.
+    assert_eq!(server.session_names(&laptop.access).await, ["tablet", "phone", "laptop"]);
+    let sessions = server.sessions(&phone.access).await;
+    let current: Vec<&str> =
+        sessions.iter().filter(|e| e["current"] == true).map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(current, ["phone"]);
+    assert!(sessions.iter().all(|e| e["expires_at"].as_u64().is_some()), "sessions end with their refresh token");
+    // A refreshed device is still one session, and still the current one.
+    let laptop = server.refresh(&laptop.refresh).await.tokens();
+    assert_eq!(server.session_names(&laptop.access).await, ["tablet", "phone", "laptop"]);
+    let laptop_session = server.current_session(&laptop.access).await;
+    let phone_session = server.current_session(&phone.access).await;
+    let bob_session = server.current_session(&bobs.access).await;
+
+    // Without a valid access token, or with a refresh token: the standard 401.
+    server.get("/api/v1/auth/sessions", None).await.assert_unauthenticated("Bearer");
+    server.get("/api/v1/auth/sessions", Some(&laptop.refresh)).await.assert_invalid_token();
+    server
+        .delete(&format!("/api/v1/auth/sessions/{phone_session}"), Some(&laptop.refresh))
+        .await
+        .assert_invalid_token();
+
+    // Ids that are not one of alice's sessions: 404, and nothing of anyone is touched.
+    let overflow = "9".repeat(30);
+    let bob_path = format!("/api/v1/auth/sessions/{bob_session}");
+    for id in ["abc", "-1", "1e3", overflow.as_str(), "18446744073709551616", "0", bob_path.rsplit('/').next().unwrap()]
+    {
+        let reply = server.delete(&format!("/api/v1/auth/sessions/{id}"), Some(&laptop.access)).await;
+        reply.assert_message(StatusCode::NOT_FOUND, "Not found.");
+    }
+    assert_eq!(server.get("/api/v1/user", Some(&bobs.access)).await.status, StatusCode::OK, "bob's session survives");
+    assert_eq!(server.session_names(&laptop.access).await.len(), 3);
+
+    // Revoke the phone from the laptop: its access and refresh tokens stop at once.
+    let reply = server.delete(&format!("/api/v1/auth/sessions/{phone_session}"), Some(&laptop.access)).await;
+    reply.assert_message(StatusCode::OK, "Session revoked");
+    server.get("/api/v1/user", Some(&phone.access)).await.assert_invalid_token();
+    server.refresh(&phone.refresh).await.assert_invalid_token();
+    let reply = server.delete(&format!("/api/v1/auth/sessions/{phone_session}"), Some(&laptop.access)).await;
+    reply.assert_message(StatusCode::NOT_FOUND, "Not found.");
+    assert_eq!(server.session_names(&laptop.access).await, ["tablet", "laptop"]);
+
+    // A bad scope: 422 naming the field, nothing revoked.
+    for bad in ["everything", "", "LOCAL"] {
+        let reply = server.post(&format!("/api/v1/auth/logout?scope={bad}"), Some(&laptop.access)).await;
+        reply.assert_invalid_fields(&["scope"]);
+    }
+    assert_eq!(server.session_names(&laptop.access).await, ["tablet", "laptop"]);
+
+    // Log out the others: the tablet goes, the laptop stays, bob is untouched.
+    let reply = server.post("/api/v1/auth/logout?scope=others", Some(&laptop.access)).await;
+    reply.assert_message(StatusCode::OK, "Successfully logged out");
+    server.get("/api/v1/user", Some(&tablet.access)).await.assert_invalid_token();
+    server.refresh(&tablet.refresh).await.assert_invalid_token();
+    assert_eq!(server.session_names(&laptop.access).await, ["laptop"]);
+    assert_eq!(server.current_session(&laptop.access).await, laptop_session);
+
+    // Log out here: this device, its refresh token included.
+    let desk = server.login(alice.0, alice.1, "desk").await;
+    let reply = server.post("/api/v1/auth/logout?scope=local", Some(&laptop.access)).await;
+    reply.assert_message(StatusCode::OK, "Successfully logged out");
+    server.get("/api/v1/user", Some(&laptop.access)).await.assert_invalid_token();
+    server.refresh(&laptop.refresh).await.assert_invalid_token();
+    assert_eq!(server.session_names(&desk.access).await, ["desk"]);
+
+    // Revoking the current session is allowed.
+    let desk_session = server.current_session(&desk.access).await;
+    let reply = server.delete(&format!("/api/v1/auth/sessions/{desk_session}"), Some(&desk.access)).await;
+    reply.assert_message(StatusCode::OK, "Session revoked");
+    server.get("/api/v1/auth/sessions", Some(&desk.access)).await.assert_invalid_token();
+
+    // ?scope=global is the contract's logout.
+    let a = server.login(alice.0, alice.1, "a").await;
+    let b = server.login(alice.0, alice.1, "b").await;
+    let reply = server.post("/api/v1/auth/logout?scope=global", Some(&a.access)).await;
+    reply.assert_message(StatusCode::OK, "Successfully logged out");
+    server.get("/api/v1/user", Some(&b.access)).await.assert_invalid_token();
+    assert_eq!(server.session_names(&bobs.access).await, ["desktop"]);
+    assert_eq!(server.post("/api/v1/auth/logout", Some(&bobs.access)).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn devices_are_listed_revoked_and_logged_out_by_scope() {
+    let server = Server::start(&["--user", "alice@example.com:alice-pass", "--user", "bob@example.com:bob-pass"]);
+    device_management_flow(&server, ("alice@example.com", "alice-pass"), ("bob@example.com", "bob-pass")).await;
+}
+
+#[tokio::test]
+async fn changing_the_password_revokes_every_session_and_answers_a_fresh_pair() {
+    let server = Server::start(&["--user", "alice@example.com:old-password", "--user", "bob@example.com:bob-pass"]);
+    let laptop = server.login("alice@example.com", "old-password", "laptop").await;
+    let phone = server.login("alice@example.com", "old-password", "phone").await;
+    let bob = server.login("bob@example.com", "bob-pass", "desktop").await;
+
+    let wrong = server.change_password(&laptop.access, "not-it", "new-password").await;
+    wrong.assert_invalid_fields(&["current_password"]);
+    let short = server.change_password(&laptop.access, "old-password", "short").await;
+    short.assert_invalid_fields(&["password"]);
+    let missing = server.post_raw("/api/v1/auth/password", Some("application/json"), "{}").await;
+    missing.assert_unauthenticated("Bearer");
+    assert_eq!(server.session_names(&laptop.access).await, ["phone", "laptop"], "nothing revoked on a 422");
+
+    let changed = server.change_password(&laptop.access, "old-password", "new-password").await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    let fresh = changed.tokens();
+    for old in [&laptop, &phone] {
+        server.get("/api/v1/user", Some(&old.access)).await.assert_invalid_token();
+        server.refresh(&old.refresh).await.assert_invalid_token();
+    }
+    assert_eq!(server.get("/api/v1/user", Some(&fresh.access)).await.status, StatusCode::OK);
+    assert_eq!(server.sessions(&fresh.access).await.len(), 1);
+    server
+        .post_json("/api/v1/auth/login", &json!({"email": "alice@example.com", "password": "old-password"}))
+        .await
+        .assert_message(StatusCode::UNAUTHORIZED, "Invalid credentials.");
+    server.login("alice@example.com", "new-password", "phone").await;
+    assert_eq!(server.get("/api/v1/user", Some(&bob.access)).await.status, StatusCode::OK, "bob is untouched");
 }
 
 #[tokio::test]
@@ -320,6 +506,7 @@ async fn wrong_credentials_get_401() {
     {
         let reply = server.post_json("/api/v1/auth/login", &json!({"email": email, "password": password})).await;
         reply.assert_message(StatusCode::UNAUTHORIZED, "Invalid credentials.");
+        assert_eq!(reply.header(WWW_AUTHENTICATE.as_str()), "Bearer", "RFC 9110: every 401 has a challenge");
     }
     // Emails are case-insensitive; the device name is optional.
     let reply =
@@ -443,13 +630,21 @@ async fn sigterm_shuts_the_server_down_gracefully() {
 }
 
 #[test]
-fn help_lists_every_flag() {
+fn help_describes_the_server_and_lists_every_flag() {
     let output = Command::new(server_binary()).arg("--help").output().expect("run --help");
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for flag in ["--addr", "--access-ttl", "--refresh-ttl", "--store", "--user", "--prune-interval"] {
+    for flag in
+        ["--addr", "--access-ttl", "--refresh-ttl", "--refresh-reuse-interval", "--store", "--user", "--prune-interval"]
+    {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
+    for what in ["Example auth API server", "demo@example.com / demo-password", "memory://", "redis://", "sqlite://"] {
+        assert!(help.contains(what), "{what:?} missing from --help:\n{help}");
+    }
+    assert!(!help.contains("Tower middleware for Laravel"), "--help shows the crate's description:\n{help}");
+    let short = Command::new(server_binary()).arg("-h").output().expect("run -h");
+    assert!(String::from_utf8_lossy(&short.stdout).contains("Example auth API server"));
 }
 
 /// Runs the binary expecting it to refuse to start, and returns its stderr.
@@ -475,6 +670,73 @@ fn bad_flags_are_clear_startup_errors() {
     if !cfg!(feature = "postgres") {
         assert!(startup_error(&["--store", "postgres://localhost/app"]).contains("rebuild with --features postgres"));
     }
+}
+
+/// The README's `--store sqlite://tokens.db` works as written: the file is created.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn the_documented_sqlite_url_creates_its_file() {
+    let dir = std::env::temp_dir().join(format!("tower-token-auth-sqlite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_file(dir.join("tokens.db"));
+    let server = Server::start_in(Some(&dir), &["--store", "sqlite://tokens.db"], "info");
+    let tokens = server.login(DEMO_EMAIL, DEMO_PASSWORD, "laptop").await;
+    assert_eq!(server.get("/api/v1/user", Some(&tokens.access)).await.status, StatusCode::OK);
+    assert!(dir.join("tokens.db").exists(), "sqlite://tokens.db is created in the working directory");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Shared stores outlive a test run: start from no sessions for alice and bob.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+async fn log_everyone_out(server: &Server) {
+    for (email, password) in [("alice@example.com", "alice-pass"), ("bob@example.com", "bob-pass")] {
+        let tokens = server.login(email, password, "cleanup").await;
+        assert_eq!(server.post("/api/v1/auth/logout", Some(&tokens.access)).await.status, StatusCode::OK);
+    }
+}
+
+/// The device flow on Redis, with two instances sharing it: a session revoked through one is dead on
+/// the other at once.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn two_instances_on_redis_share_sessions_and_revocations() {
+    let Some(url) = std::env::var("TOWER_TOKEN_AUTH_REDIS_URL").ok().filter(|u| !u.is_empty()) else {
+        println!("skipped: TOWER_TOKEN_AUTH_REDIS_URL is not set");
+        return;
+    };
+    let users = ["--user", "alice@example.com:alice-pass", "--user", "bob@example.com:bob-pass"];
+    let args: Vec<&str> = ["--store", url.as_str()].into_iter().chain(users).collect();
+    let (a, b) = (Server::start(&args), Server::start(&args));
+    log_everyone_out(&a).await;
+    device_management_flow(&a, ("alice@example.com", "alice-pass"), ("bob@example.com", "bob-pass")).await;
+
+    let laptop = a.login("alice@example.com", "alice-pass", "laptop").await;
+    let phone = b.login("alice@example.com", "alice-pass", "phone").await;
+    assert_eq!(b.session_names(&laptop.access).await, ["phone", "laptop"], "b lists what a issued");
+    let phone_session = b.current_session(&phone.access).await;
+    let reply = a.delete(&format!("/api/v1/auth/sessions/{phone_session}"), Some(&laptop.access)).await;
+    reply.assert_message(StatusCode::OK, "Session revoked");
+    b.get("/api/v1/user", Some(&phone.access)).await.assert_invalid_token();
+    b.refresh(&phone.refresh).await.assert_invalid_token();
+    let reply = b.post("/api/v1/auth/logout", Some(&laptop.access)).await;
+    reply.assert_message(StatusCode::OK, "Successfully logged out");
+    a.get("/api/v1/user", Some(&laptop.access)).await.assert_invalid_token();
+}
+
+/// The device flow on Laravel's table in PostgreSQL.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn the_device_flow_works_on_postgres() {
+    let Some(url) = std::env::var("TOWER_TOKEN_AUTH_POSTGRES_URL").ok().filter(|u| !u.is_empty()) else {
+        println!("skipped: TOWER_TOKEN_AUTH_POSTGRES_URL is not set");
+        return;
+    };
+    let users = ["--user", "alice@example.com:alice-pass", "--user", "bob@example.com:bob-pass"];
+    let args: Vec<&str> = ["--store", url.as_str()].into_iter().chain(users).collect();
+    let server = Server::start(&args);
+    log_everyone_out(&server).await;
+    device_management_flow(&server, ("alice@example.com", "alice-pass"), ("bob@example.com", "bob-pass")).await;
 }
 
 /// The same flow on an SQL store: one code path for every store.

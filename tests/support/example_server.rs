@@ -53,7 +53,16 @@ pub struct ExampleServer {
 impl ExampleServer {
     /// Starts the server and waits until it accepts connections.
     pub fn start(args: &[&str], rust_log: &str) -> Self {
-        let mut child = Command::new(server_binary())
+        Self::start_in(None, args, rust_log)
+    }
+
+    /// Like [`start`](Self::start), in the working directory `dir` when given.
+    pub fn start_in(dir: Option<&Path>, args: &[&str], rust_log: &str) -> Self {
+        let mut command = Command::new(server_binary());
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        let mut child = command
             .args(["--addr", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", rust_log)
