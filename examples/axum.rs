@@ -6,7 +6,8 @@
 //! RUST_LOG=tower_token_auth=info cargo run --example axum --features axum
 //! ```
 //!
-//! It seeds a demo token for user 1 and prints `curl` lines to try.
+//! It seeds a demo token for user 1 and prints `curl` lines to try. `ADDR=127.0.0.1:8080` listens
+//! elsewhere (port 0 picks a free one).
 
 use axum::routing::{get, post, post_service};
 use axum::{Json, Router};
@@ -56,15 +57,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .route("/api/v1/greeting", get(home).route_layer(auth.optional()))
         .route("/", get(home));
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
     let token = demo.plain_text.expose();
-    println!("listening on http://{}", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    println!("listening on http://{addr}");
     println!("demo token (user 1, abilities [\"posts:read\"]): {token}");
-    println!("  curl http://127.0.0.1:3000/api/v1/greeting                                   # guest");
-    println!("  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:3000/api/v1/greeting # user 1");
-    println!("  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:3000/api/v1/me");
-    println!("  curl -X POST -H 'Authorization: Bearer {token}' http://127.0.0.1:3000/api/v1/posts   # 403");
-    println!("  curl -X POST -H 'Authorization: Bearer {token}' http://127.0.0.1:3000/api/v1/auth/logout");
+    println!("  curl http://{addr}/api/v1/greeting                                   # guest");
+    println!("  curl -H 'Authorization: Bearer {token}' http://{addr}/api/v1/greeting # user 1");
+    println!("  curl -H 'Authorization: Bearer {token}' http://{addr}/api/v1/me");
+    println!("  curl -X POST -H 'Authorization: Bearer {token}' http://{addr}/api/v1/posts   # 403");
+    println!("  curl -X POST -H 'Authorization: Bearer {token}' http://{addr}/api/v1/auth/logout");
 
     axum::serve(listener, app).await?;
     Ok(())

@@ -223,13 +223,15 @@ async fn run(args: Args) -> Result<(), BoxError> {
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", args.addr))?;
     let addr = listener.local_addr()?;
+    // Registered before announcing the address, so a SIGTERM sent right after it is not lost.
+    let shutdown = shutdown_signal()?;
     println!("listening on http://{addr}");
     if demo {
         println!("demo user: demo@example.com / demo-password");
         println!("try: curl -s -X POST http://{addr}/api/v1/auth/login -H 'Content-Type: application/json' \\");
         println!("       -d '{{\"email\":\"demo@example.com\",\"password\":\"demo-password\"}}'");
     }
-    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }
 
@@ -702,27 +704,27 @@ async fn prune_periodically(store: Arc<dyn TokenStore>, interval: Duration) {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM; the server then finishes the requests in flight and exits.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves on Ctrl-C or SIGTERM; the server then finishes the requests in flight and exits. The
+/// handlers are installed when this is called, not when the future is first polled.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, BoxError> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let ctrl_c = tokio::signal::ctrl_c();
+    Ok(async move {
+        #[cfg(unix)]
+        let terminate = async move {
+            terminate.recv().await;
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            result = ctrl_c => {
+                if result.is_err() {
+                    std::future::pending::<()>().await;
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
+            () = terminate => {}
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down");
+        tracing::info!("shutting down");
+    })
 }

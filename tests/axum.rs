@@ -1,6 +1,8 @@
 //! axum 0.8 integration: a real `axum::serve` on loopback, driven by a real HTTP client (reqwest).
 #![cfg(feature = "axum")]
 
+mod support;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -226,4 +228,35 @@ async fn dyn_store_serves_like_a_concrete_one() {
     let response = reqwest::Client::new().get(format!("{base}/me")).header(AUTHORIZATION, &token).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.text().await.unwrap(), "user 5 (cli)");
+}
+
+/// `examples/axum.rs`, run for real: its greeting route serves guests and users alike (it used to sit
+/// under the mandatory layer, so guests got 401), and a bad token there is still a 401.
+#[tokio::test]
+async fn the_axum_example_serves_guests_on_its_optional_route() {
+    use support::example_server;
+    let binary = example_server::example_binary("axum");
+    let server = example_server::ExampleServer::start_binary(&binary, None, &[], &[("ADDR", "127.0.0.1:0")]);
+    let token = {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let printed = server.printed();
+            if let Some(token) = printed.iter().find_map(|line| line.split("): ").nth(1)) {
+                break token.to_owned();
+            }
+            assert!(std::time::Instant::now() < deadline, "no demo token printed: {printed:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+    let guest = client.get(format!("{base}/api/v1/greeting")).send().await.unwrap();
+    assert_eq!(guest.status(), StatusCode::OK);
+    assert_eq!(guest.text().await.unwrap(), "hello, guest\n");
+    let user = client.get(format!("{base}/api/v1/greeting")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(user.text().await.unwrap(), "hello, user 1\n");
+    let bad = client.get(format!("{base}/api/v1/greeting")).bearer_auth("1|wrong").send().await.unwrap();
+    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+    let me = client.get(format!("{base}/api/v1/me")).send().await.unwrap();
+    assert_eq!(me.status(), StatusCode::UNAUTHORIZED, "the other routes still need a token");
 }

@@ -359,6 +359,58 @@ async fn login_and_refresh_bodies_that_are_not_json_or_are_huge_are_refused_clea
     server.assert_still_serving().await;
 }
 
+/// The device routes: any session id that is not one of the user's (not a number, negative, an
+/// exponent, overflowing, unknown) is the JSON 404; hostile bodies on `/password` get their documented
+/// 413/422; no 5xx, nothing revoked.
+#[tokio::test]
+async fn session_ids_and_password_bodies_that_are_hostile_are_refused_cleanly() {
+    let server = Server::start();
+    let (access, _) = server.login().await;
+    let bearer = format!("Bearer {access}").into_bytes();
+    let not_found = json!({"message": "Not found."});
+    let overflow = "9".repeat(30);
+    for id in ["abc", "-1", "1e3", overflow.as_str(), "18446744073709551616", "0x10", "1%00", "%20", "1.0", "999999"] {
+        let reply = server
+            .with_authorization("DELETE", &format!("/api/v1/auth/sessions/{id}"), std::slice::from_ref(&bearer))
+            .await;
+        assert_eq!(reply.status, 404, "session id {id:?}: {reply:?}");
+        assert_eq!(serde_json::from_str::<Value>(&reply.body).unwrap(), not_found, "session id {id:?}");
+        assert_eq!(reply.header("content-type"), Some("application/json"), "session id {id:?}");
+    }
+    let listed = server.with_authorization("GET", "/api/v1/auth/sessions", std::slice::from_ref(&bearer)).await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    let listed: Value = serde_json::from_str(&listed.body).unwrap();
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(1), "nothing was revoked: {listed}");
+
+    let huge = vec![b'{'; 1024 * 1024];
+    let huge_password = format!(r#"{{"current_password":"demo-password","password":"{}"}}"#, "p".repeat(1024 * 1024));
+    let cases: [(&str, Option<&str>, &[u8], u16); 6] = [
+        ("garbage", Some("application/json"), b"\x00\xff{not json", 422),
+        ("JSON array", Some("application/json"), b"[1,2,3]", 422),
+        ("no content type", None, br#"{"current_password":"demo-password","password":"long-enough"}"#, 422),
+        ("wrong field types", Some("application/json"), br#"{"current_password":1,"password":[]}"#, 422),
+        ("1 MiB of `{`", Some("application/json"), &huge, 413),
+        ("1 MiB password", Some("application/json"), huge_password.as_bytes(), 413),
+    ];
+    for (name, content_type, body, status) in cases {
+        let mut head = format!(
+            "POST /api/v1/auth/password HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {access}\r\n"
+        );
+        if let Some(content_type) = content_type {
+            head.push_str(&format!("Content-Type: {content_type}\r\n"));
+        }
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        let reply = exchange(server.addr, [head.as_bytes(), body].concat()).await;
+        assert_eq!(reply.status, status, "password, {name}: {reply:?}");
+        let body: Value = serde_json::from_str(&reply.body).unwrap_or_else(|_| panic!("password, {name}: not JSON"));
+        assert!(body["message"].is_string(), "password, {name}: {body}");
+        assert_eq!(reply.header("cache-control"), None, "password, {name}: no token in an error");
+    }
+    let reply = server.with_authorization("GET", "/api/v1/user", &[bearer]).await;
+    assert_eq!(reply.status, 200, "a refused password change revoked nothing");
+    server.assert_still_serving().await;
+}
+
 #[tokio::test]
 async fn hostile_traffic_does_not_disturb_valid_requests_running_alongside() {
     let server = Server::start();
