@@ -111,6 +111,10 @@ struct Args {
     /// How often expired tokens are deleted (memory and SQL stores; Redis expires them itself).
     #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     prune_interval: u64,
+    /// Serve the crate's metrics in Prometheus text format on http://HOST:PORT/metrics (off by default;
+    /// build with --features metrics).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
 }
 
 fn parse_user(value: &str) -> Result<(String, String), String> {
@@ -198,6 +202,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), BoxError> {
+    // Before anything records a metric: the layer keeps the handles it gets first.
+    if let Some(addr) = &args.metrics_addr {
+        serve_metrics(addr).await?;
+    }
     let demo = args.users.is_empty();
     let accounts = if demo { vec![("demo@example.com".to_owned(), "demo-password".to_owned())] } else { args.users };
     let mut users = Users { users: Vec::new(), credentials: Vec::new() };
@@ -635,6 +643,26 @@ async fn password_matches(hashing: &Semaphore, hash: Arc<str>, password: String)
         PasswordHash::new(&hash).is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
     };
     tokio::task::spawn_blocking(verify).await.unwrap_or(false)
+}
+
+/// Installs a Prometheus recorder and serves its text on `addr` at `/metrics`, in the background.
+#[cfg(feature = "metrics")]
+async fn serve_metrics(addr: &str) -> Result<(), BoxError> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|error| format!("cannot install the metrics recorder: {error}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|error| format!("cannot listen on --metrics-addr {addr}: {error}"))?;
+    println!("metrics on http://{}/metrics", listener.local_addr()?);
+    let app = Router::new().route("/metrics", get(move || std::future::ready(handle.render())));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(())
+}
+
+#[cfg(not(feature = "metrics"))]
+async fn serve_metrics(_: &str) -> Result<(), BoxError> {
+    Err("this build records no metrics: rebuild with --features metrics to use --metrics-addr".into())
 }
 
 /// Opens the store named by `--store`. Every backend becomes an `Arc<dyn TokenStore>`, so the rest of the

@@ -140,7 +140,10 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let rejection = match request.extensions().get::<AuthenticatedToken>() {
             Some(token) if self.layer.allows(token) => None,
-            Some(_) => Some(Rejection::InsufficientAbility),
+            Some(_) => {
+                crate::observability::record::forbidden(1);
+                Some(Rejection::InsufficientAbility)
+            }
             None => Some(Rejection::MissingCredentials),
         };
         match rejection {

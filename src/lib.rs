@@ -79,6 +79,7 @@ pub mod clock;
 pub mod extract;
 pub mod header;
 pub mod logout;
+pub mod observability;
 pub mod refresh;
 pub mod response;
 pub mod session;

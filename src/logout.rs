@@ -257,7 +257,7 @@ impl<St: TokenStore, B> Service<Request<B>> for LogoutService<St> {
                                 Ok(revocation) => revoked(revocation.await, &token, scope, grpc),
                                 Err(InvalidScope) => invalid_scope(),
                             },
-                            Err(rejection) => rejection.to_response(grpc),
+                            Err(failure) => failure.rejection().to_response(grpc),
                         }
                     });
                 }
@@ -265,7 +265,7 @@ impl<St: TokenStore, B> Service<Request<B>> for LogoutService<St> {
         };
         let token = match token {
             Ok(token) => token,
-            Err(rejection) => return LogoutFuture::ready(rejection.to_response(grpc)),
+            Err(failure) => return LogoutFuture::ready(failure.rejection().to_response(grpc)),
         };
         let revocation = match start_revoke(&self.config, scope, &token) {
             Ok(revocation) => revocation,
@@ -286,7 +286,10 @@ fn start_revoke<St: TokenStore>(
 ) -> Result<StoreFuture<u64>, InvalidScope> {
     let scope = scope?;
     let sessions = scope.sessions(token.session_id());
-    Ok(guarded(config.lookup_timeout, || config.store.revoke_sessions(token.user_id(), sessions)))
+    let store = config.store.backend_name();
+    Ok(guarded("revoke_sessions", store, config.lookup_timeout, || {
+        config.store.revoke_sessions(token.user_id(), sessions)
+    }))
 }
 
 fn revoked(
@@ -298,14 +301,9 @@ fn revoked(
     let scope = scope.unwrap_or_default();
     match result {
         Ok(count) => {
-            tracing::info!(
-                user.id = %token.user_id(),
-                session.id = %token.session_id(),
-                token.id = token.token_id(),
-                scope = scope.as_str(),
-                revoked = count,
-                "logged out"
-            );
+            crate::observability::audit::logout(token.user_id(), token.session_id(), scope.as_str(), count);
+            crate::observability::record::logouts(scope.as_str(), 1);
+            crate::observability::record::logout_revoked_tokens(scope.as_str(), count);
             logged_out()
         }
         Err(error) => {

@@ -52,6 +52,7 @@ use http::HeaderMap;
 use crate::auth::verify::guarded;
 use crate::clock::{Clock, SystemClock};
 use crate::header::{credentials, BearerCredentials};
+use crate::observability::record;
 use crate::response::Rejection;
 use crate::session::{
     ExchangeOutcome, NewSecret, NewSession, OnReuse, RefreshExchange, SessionId, SessionLimit, DEFAULT_KEEP_ROTATED,
@@ -355,10 +356,13 @@ impl<St: TokenStore> RefreshTokens<St> {
             refresh: Some(refresh),
             limit: self.session_limit,
         };
-        let ids = guarded(self.timeout, || self.store.insert(session.clone())).await?;
+        let store = self.store.backend_name();
+        let ids = guarded("insert", store, self.timeout, || self.store.insert(session.clone())).await?;
         let (Some(access_id), Some(refresh_id)) = (ids.access, ids.refresh) else {
             return Err(StoreError::corrupt("the store did not assign ids to both tokens of a pair"));
         };
+        crate::observability::audit::sign_in(&session.user_id, ids.session_id, &session.name);
+        record::sign_ins(1);
         let record = |id, kind, secret: NewSecret| TokenRecord {
             digest: secret.digest,
             id,
@@ -418,8 +422,12 @@ impl<St: TokenStore> RefreshTokens<St> {
             keep_rotated: self.keep_rotated,
             on_reuse: self.on_reuse,
         };
-        match guarded(self.timeout, || self.store.exchange_refresh(exchange)).await? {
+        let store = self.store.backend_name();
+        let outcome = guarded("exchange_refresh", store, self.timeout, || self.store.exchange_refresh(exchange)).await;
+        let outcome = outcome.inspect_err(|_| record::refresh_exchanges("error", 1))?;
+        match outcome {
             ExchangeOutcome::Exchanged(session) => {
+                record::refresh_exchanges("exchanged", 1);
                 let record = |id, kind, secret: NewSecret| TokenRecord {
                     digest: secret.digest,
                     id,
@@ -443,15 +451,14 @@ impl<St: TokenStore> RefreshTokens<St> {
                     },
                 })
             }
-            ExchangeOutcome::Invalid => Err(RefreshError::Invalid),
+            ExchangeOutcome::Invalid => {
+                record::refresh_exchanges("invalid", 1);
+                Err(RefreshError::Invalid)
+            }
             ExchangeOutcome::Reused { user_id, session_id, revoked } => {
-                tracing::warn!(
-                    user.id = %user_id,
-                    session.id = %session_id,
-                    token.id = token_id,
-                    revoked,
-                    "refresh token reused; revoked its session"
-                );
+                record::refresh_exchanges("reused", 1);
+                record::refresh_reuse_detected(1);
+                crate::observability::audit::refresh_reuse(&user_id, session_id, token_id, revoked);
                 Err(RefreshError::Reused { user_id, session_id, revoked })
             }
         }

@@ -262,6 +262,9 @@ impl<St: TokenStore + Clone> TokenStore for GatedStore<St> {
     fn find_by_digest(&self, digest: &TokenDigest) -> StoreFuture<Option<TokenRecord>> {
         self.inner.find_by_digest(digest)
     }
+    fn backend_name(&self) -> &'static str {
+        self.inner.backend_name()
+    }
 }
 
 impl<St: fmt::Debug> fmt::Debug for GatedStore<St> {

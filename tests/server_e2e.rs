@@ -757,3 +757,40 @@ async fn sqlite_store_serves_the_same_flow() {
     drop(server);
     let _ = std::fs::remove_file(&file);
 }
+
+/// `--metrics-addr` serves Prometheus text with the crate's metrics.
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn metrics_are_served_in_prometheus_text() {
+    let server = Server::start(&["--metrics-addr", "127.0.0.1:0"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let url = loop {
+        let printed = server.process.printed();
+        if let Some(url) = printed.iter().find_map(|line| line.strip_prefix("metrics on ")) {
+            break url.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no metrics address printed: {printed:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let tokens = server.login(DEMO_EMAIL, DEMO_PASSWORD, "laptop").await;
+    assert_eq!(server.get("/api/v1/user", Some(&tokens.access)).await.status, StatusCode::OK);
+    server.get("/api/v1/user", Some("1|wrong")).await.assert_invalid_token();
+    let first = server.refresh(&tokens.refresh).await;
+    assert_eq!(first.status, StatusCode::OK);
+    server.refresh(&tokens.refresh).await.assert_invalid_token();
+    let text = server.client.get(&url).send().await.unwrap().text().await.unwrap();
+    for line in [
+        "tower_token_auth_sign_ins_total 1",
+        "tower_token_auth_refresh_reuse_detected_total 1",
+        r#"tower_token_auth_refresh_exchanges_total{outcome="exchanged"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} missing from:\n{text}");
+    }
+    let count = |labels: &str| {
+        let prefix = format!("tower_token_auth_authenticate_duration_seconds_count{{{labels}}} ");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|n| n.parse::<u64>().ok())
+    };
+    assert!(count(r#"result="success""#).is_some_and(|n| n >= 1), "{text}");
+    assert!(count(r#"result="failure",reason="mismatch""#).is_some_and(|n| n >= 1), "{text}");
+    assert!(!text.contains(&tokens.access), "no token in the metrics");
+}

@@ -24,6 +24,8 @@ pin_project! {
     {
         #[pin]
         state: State<S, ReqBody, St>,
+        // The request's `authenticate` span, entered while the lookup and the inner service run.
+        span: tracing::Span,
     }
 }
 
@@ -57,19 +59,25 @@ where
     S: Service<Request<ReqBody>>,
 {
     #[inline]
-    pub(crate) fn inner(future: S::Future) -> Self {
-        Self { state: State::Inner { future } }
+    pub(crate) fn inner(future: S::Future, span: tracing::Span) -> Self {
+        Self { state: State::Inner { future }, span }
     }
 
     /// A rejection, answered in gRPC form when `grpc`.
     #[inline]
     pub(crate) fn rejected(rejection: Rejection, grpc: bool) -> Self {
-        Self { state: State::Rejected { rejection: Some((rejection, grpc)) } }
+        Self { state: State::Rejected { rejection: Some((rejection, grpc)) }, span: tracing::Span::none() }
     }
 
-    pub(crate) fn lookup(lookup: Lookup, request: Request<ReqBody>, inner: S, config: Arc<Config<St>>) -> Self {
+    pub(crate) fn lookup(
+        lookup: Lookup,
+        request: Request<ReqBody>,
+        inner: S,
+        config: Arc<Config<St>>,
+        span: tracing::Span,
+    ) -> Self {
         let pending = Box::new(Pending { lookup, request, inner, config });
-        Self { state: State::Lookup { pending: Some(pending) } }
+        Self { state: State::Lookup { pending: Some(pending) }, span }
     }
 }
 
@@ -82,6 +90,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let _entered = this.span.enter();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Inner { future } => {
@@ -97,12 +106,16 @@ where
                     let found = ready!(lookup.poll_lookup(cx));
                     let Pending { lookup, mut request, mut inner, config } =
                         *pending.take().expect("future polled after completion");
-                    let next = match config.finish(&lookup.digest, found) {
+                    let result = config.finish(&lookup.digest, found);
+                    config.observe(this.span, lookup.started, &result);
+                    let next = match result {
                         Ok(token) => {
                             request.extensions_mut().insert(token);
                             State::Inner { future: inner.call(request) }
                         }
-                        Err(rejection) => State::Rejected { rejection: Some((rejection, is_grpc(request.headers()))) },
+                        Err(failure) => {
+                            State::Rejected { rejection: Some((failure.rejection(), is_grpc(request.headers()))) }
+                        }
                     };
                     this.state.set(next);
                 }

@@ -6,11 +6,12 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use super::verify::{Config, Started};
+use super::verify::{Config, Failure, Started};
 use super::TokenAuthLayer;
 use crate::authenticated::Guest;
 use crate::body::ResponseBody;
-use crate::response::{is_grpc, Rejection};
+use crate::observability::record;
+use crate::response::is_grpc;
 use crate::store::TokenStore;
 
 /// Middleware that authenticates requests with bearer tokens. See the [module docs](crate::auth).
@@ -74,24 +75,40 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        match self.config.start(request.headers()) {
-            Started::Done(Ok(token)) => {
-                request.extensions_mut().insert(token);
-                ResponseFuture::inner(self.inner.call(request))
+        let started = record::Started::now();
+        let span = tracing::info_span!(
+            target: "tower_token_auth",
+            "authenticate",
+            user.id = tracing::field::Empty,
+            token.id = tracing::field::Empty,
+            session.id = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        match self.config.start_at(request.headers(), started) {
+            Started::Done(result) => {
+                self.config.observe(&span, started, &result);
+                match result {
+                    Ok(token) => {
+                        request.extensions_mut().insert(token);
+                        let future = span.in_scope(|| self.inner.call(request));
+                        ResponseFuture::inner(future, span)
+                    }
+                    Err(Failure::Missing) if self.config.optional => {
+                        // Marks the request as a guest of an optional layer, so that a handler demanding
+                        // a token answers the usual 401 rather than "no layer" (see `extract`).
+                        request.extensions_mut().insert(Guest);
+                        let future = span.in_scope(|| self.inner.call(request));
+                        ResponseFuture::inner(future, span)
+                    }
+                    Err(failure) => ResponseFuture::rejected(failure.rejection(), is_grpc(request.headers())),
+                }
             }
-            Started::Done(Err(Rejection::MissingCredentials)) if self.config.optional => {
-                // Marks the request as a guest of an optional layer, so that a handler demanding a token
-                // answers the usual 401 rather than "no layer" (see `extract`).
-                request.extensions_mut().insert(Guest);
-                ResponseFuture::inner(self.inner.call(request))
-            }
-            Started::Done(Err(rejection)) => ResponseFuture::rejected(rejection, is_grpc(request.headers())),
             Started::Pending(lookup) => {
                 // Take the service that was made ready and leave a clone in its place: the clone may
                 // not be ready (e.g. behind `tower::buffer::Buffer`).
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::lookup(lookup, request, inner, Arc::clone(&self.config))
+                ResponseFuture::lookup(lookup, request, inner, Arc::clone(&self.config), span)
             }
         }
     }

@@ -14,6 +14,7 @@ use tokio::time::Sleep;
 use crate::authenticated::AuthenticatedToken;
 use crate::clock::{Clock, SystemClock};
 use crate::header::{credentials, BearerCredentials};
+use crate::observability::record::{self, LayerMetrics};
 use crate::response::Rejection;
 use crate::store::{StoreError, StoreFuture, TokenStore};
 use crate::token::{TokenDigest, TokenId, TokenKind, TokenRecord};
@@ -38,6 +39,7 @@ pub(crate) struct Config<St> {
     pub(crate) last_used: Option<Arc<LastUsed>>,
     pub(crate) legacy_tokens: bool,
     pub(crate) optional: bool,
+    pub(crate) metrics: LayerMetrics,
 }
 
 impl<St> Clone for Config<St> {
@@ -51,6 +53,7 @@ impl<St> Clone for Config<St> {
             last_used: self.last_used.clone(),
             legacy_tokens: self.legacy_tokens,
             optional: self.optional,
+            metrics: LayerMetrics::default(),
         }
     }
 }
@@ -66,6 +69,7 @@ impl<St> Config<St> {
             last_used: None,
             legacy_tokens: false,
             optional: false,
+            metrics: LayerMetrics::default(),
         }
     }
 }
@@ -145,7 +149,7 @@ impl LastUsed {
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let id = record.id;
-        let write = guarded(timeout, || store.touch_last_used(id, now));
+        let write = guarded("touch_last_used", store.backend_name(), timeout, || store.touch_last_used(id, now));
         runtime.spawn(async move {
             if let Err(error) = write.await {
                 tracing::warn!(token.id = id, %error, "could not record token last use");
@@ -169,13 +173,25 @@ pub(crate) fn guard_panic<T>(call: impl FnOnce() -> StoreFuture<T>) -> StoreFutu
 /// A store call as every part of the crate makes it: a panic while making the call or while polling its
 /// future becomes a [`StoreError`], and a pending future is bounded by `timeout`. A future that is ready
 /// at once stays ready (no allocation, no timer).
+///
+/// `operation` and `store` name the call in the [metrics](crate::observability).
 pub(crate) fn guarded<T: Send + 'static>(
+    operation: &'static str,
+    store: &'static str,
     timeout: Option<Duration>,
     call: impl FnOnce() -> StoreFuture<T>,
 ) -> StoreFuture<T> {
+    let started = record::Started::now();
     match guard_panic(call).try_take_ready() {
-        Ok(result) => StoreFuture::ready(result),
-        Err(pending) => StoreFuture::new(bounded(timeout, pending)),
+        Ok(result) => {
+            record::store_call(operation, store, started, &result);
+            StoreFuture::ready(result)
+        }
+        Err(pending) => StoreFuture::new(async move {
+            let result = bounded(timeout, pending).await;
+            record::store_call(operation, store, started, &result);
+            result
+        }),
     }
 }
 
@@ -195,6 +211,8 @@ async fn bounded<T>(timeout: Option<Duration>, mut future: StoreFuture<T>) -> Re
 pub(crate) struct Lookup {
     future: StoreFuture<Option<TokenRecord>>,
     pub(crate) digest: TokenDigest,
+    /// When the request was parsed and the store asked.
+    pub(crate) started: record::Started,
     timeout: Option<Duration>,
     // Created on the first pending poll only, so stores that answer at once never touch the timer.
     sleep: Option<Pin<Box<Sleep>>>,
@@ -216,20 +234,108 @@ impl Lookup {
     }
 }
 
+/// Why a request was not authenticated: what the operator sees (metrics, spans). Clients see only the
+/// [`Rejection`], which does not tell the invalid-token cases apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// No credentials at all.
+    Missing,
+    /// Bearer credentials that cannot be a token.
+    Malformed,
+    /// Well-formed, but no such token.
+    Unknown,
+    /// The secret does not match.
+    Mismatch,
+    /// Expired (its own expiry or the maximum age).
+    Expired,
+    /// A refresh token where an access token is needed, or the other way round.
+    WrongKind,
+    /// The store failed (or panicked).
+    StoreError,
+    /// The store did not answer in time.
+    StoreTimeout,
+}
+
+impl Failure {
+    pub(crate) fn rejection(self) -> Rejection {
+        match self {
+            Failure::Missing => Rejection::MissingCredentials,
+            Failure::Malformed | Failure::Unknown | Failure::Mismatch | Failure::Expired | Failure::WrongKind => {
+                Rejection::InvalidToken
+            }
+            Failure::StoreError | Failure::StoreTimeout => Rejection::StoreUnavailable,
+        }
+    }
+
+    /// The `reason` label (bounded: these eight names).
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Failure::Missing => "none",
+            Failure::Malformed => "malformed",
+            Failure::Unknown => "unknown",
+            Failure::Mismatch => "mismatch",
+            Failure::Expired => "expired",
+            Failure::WrongKind => "wrong_kind",
+            Failure::StoreError => "store_error",
+            Failure::StoreTimeout => "store_timeout",
+        }
+    }
+
+    fn of_store_error(error: &StoreError) -> Self {
+        match error.kind() {
+            crate::store::StoreErrorKind::Timeout => Failure::StoreTimeout,
+            _ => Failure::StoreError,
+        }
+    }
+}
+
 pub(crate) enum Started {
     /// Decided without a pending store call.
-    Done(Result<AuthenticatedToken, Rejection>),
+    Done(Result<AuthenticatedToken, Failure>),
     /// Waiting for the store.
     Pending(Lookup),
 }
 
 impl<St: TokenStore> Config<St> {
+    /// Records a decision: the metrics, and the span's fields.
+    #[inline]
+    pub(crate) fn observe(
+        &self,
+        span: &tracing::Span,
+        started: record::Started,
+        result: &Result<AuthenticatedToken, Failure>,
+    ) {
+        let asked = !matches!(result, Err(Failure::Missing | Failure::Malformed));
+        let outcome = result.as_ref().map(|_| ()).map_err(|failure| *failure);
+        self.metrics.authenticated(self.store.backend_name(), started, asked.then_some(started), outcome);
+        if span.is_disabled() {
+            return;
+        }
+        match result {
+            Ok(token) => {
+                span.record("user.id", tracing::field::display(token.user_id()));
+                span.record("token.id", token.token_id());
+                span.record("session.id", token.session_id().get());
+                span.record("outcome", "success");
+            }
+            Err(failure) => {
+                span.record("outcome", failure.reason());
+            }
+        }
+    }
+
     /// Parses the header and starts the lookup. Malformed input never reaches the store.
     #[inline]
     pub(crate) fn start(&self, headers: &HeaderMap) -> Started {
+        self.start_at(headers, record::Started::now())
+    }
+
+    /// [`start`](Self::start), with the time the request began.
+    #[inline]
+    pub(crate) fn start_at(&self, headers: &HeaderMap, started: record::Started) -> Started {
         let (future, digest) = match credentials(headers) {
-            BearerCredentials::Missing => return Started::Done(Err(Rejection::MissingCredentials)),
-            BearerCredentials::Malformed => return Started::Done(Err(Rejection::InvalidToken)),
+            BearerCredentials::Missing => return Started::Done(Err(Failure::Missing)),
+            BearerCredentials::Malformed => return Started::Done(Err(Failure::Malformed)),
             BearerCredentials::Token(token) => {
                 (guard_panic(|| self.store.find(token.id())), TokenDigest::of(token.secret()))
             }
@@ -237,11 +343,13 @@ impl<St: TokenStore> Config<St> {
                 let digest = TokenDigest::of(legacy.secret());
                 (guard_panic(|| self.store.find_by_digest(&digest)), digest)
             }
-            BearerCredentials::Legacy(_) => return Started::Done(Err(Rejection::InvalidToken)),
+            BearerCredentials::Legacy(_) => return Started::Done(Err(Failure::Malformed)),
         };
         match future.try_take_ready() {
             Ok(result) => Started::Done(self.finish(&digest, result)),
-            Err(future) => Started::Pending(Lookup { future, digest, timeout: self.lookup_timeout, sleep: None }),
+            Err(future) => {
+                Started::Pending(Lookup { future, digest, started, timeout: self.lookup_timeout, sleep: None })
+            }
         }
     }
 
@@ -251,26 +359,28 @@ impl<St: TokenStore> Config<St> {
         &self,
         digest: &TokenDigest,
         found: Result<Option<TokenRecord>, StoreError>,
-    ) -> Result<AuthenticatedToken, Rejection> {
+    ) -> Result<AuthenticatedToken, Failure> {
         let record = match found {
             Ok(Some(record)) => record,
             Ok(None) => {
                 // Same work as a hit, so response time does not reveal which ids exist.
                 let _ = std::hint::black_box(DUMMY_DIGEST.ct_eq(digest));
-                return Err(Rejection::InvalidToken);
+                return Err(Failure::Unknown);
             }
             Err(error) => {
                 tracing::warn!(%error, "token store failed; answering 503");
-                return Err(Rejection::StoreUnavailable);
+                return Err(Failure::of_store_error(&error));
             }
         };
-        let digest_matches = record.digest.ct_eq(digest);
-        if !digest_matches || record.kind != self.kind {
-            return Err(Rejection::InvalidToken);
+        if !record.digest.ct_eq(digest) {
+            return Err(Failure::Mismatch);
+        }
+        if record.kind != self.kind {
+            return Err(Failure::WrongKind);
         }
         let now = self.clock.now();
         if record.is_expired(now, self.max_age) {
-            return Err(Rejection::InvalidToken);
+            return Err(Failure::Expired);
         }
         if let Some(last_used) = &self.last_used {
             last_used.record(&*self.store, &record, now, self.lookup_timeout);

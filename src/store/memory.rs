@@ -477,6 +477,10 @@ impl TokenStore for MemoryStore {
         StoreFuture::ready(Ok(()))
     }
 
+    fn backend_name(&self) -> &'static str {
+        "memory"
+    }
+
     /// One lookup in the digest index kept with [`MemoryStore::legacy_tokens`]; finds nothing without it.
     fn find_by_digest(&self, digest: &TokenDigest) -> StoreFuture<Option<TokenRecord>> {
         let Some(digests) = &self.shared.digests else { return StoreFuture::ready(Ok(None)) };

@@ -435,6 +435,12 @@ pub trait TokenStore: Send + Sync + 'static {
         let _ = digest;
         StoreFuture::ready(Ok(None))
     }
+
+    /// A short, fixed name of the backend (`"memory"`, `"redis"`, `"postgres"`...), the `store` label of
+    /// the crate's [metrics](crate::observability). The default is `"custom"`.
+    fn backend_name(&self) -> &'static str {
+        "custom"
+    }
 }
 
 macro_rules! forward_token_store {
@@ -464,6 +470,9 @@ macro_rules! forward_token_store {
             }
             fn find_by_digest(&self, digest: &TokenDigest) -> StoreFuture<Option<TokenRecord>> {
                 (**self).find_by_digest(digest)
+            }
+            fn backend_name(&self) -> &'static str {
+                (**self).backend_name()
             }
         }
     )*};
@@ -516,9 +525,18 @@ pub trait TokenStoreExt: TokenStore {
     /// including when it is another user's.
     fn revoke_session(&self, user_id: &UserId, session_id: crate::session::SessionId) -> StoreFuture<bool> {
         let revoke = self.revoke_sessions(user_id, Sessions::Only(session_id));
+        let user_id = user_id.clone();
+        let done = move |result: Result<u64, StoreError>| {
+            let revoked = result? > 0;
+            if revoked {
+                crate::observability::audit::session_revoked(&user_id, session_id);
+                crate::observability::record::session_revocations(1);
+            }
+            Ok(revoked)
+        };
         match revoke.try_take_ready() {
-            Ok(result) => StoreFuture::ready(result.map(|n| n > 0)),
-            Err(pending) => StoreFuture::new(async move { pending.await.map(|n| n > 0) }),
+            Ok(result) => StoreFuture::ready(done(result)),
+            Err(pending) => StoreFuture::new(async move { done(pending.await) }),
         }
     }
 }

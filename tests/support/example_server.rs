@@ -32,6 +32,7 @@ pub fn example_binary(name: &str) -> PathBuf {
             ("mysql", cfg!(feature = "mysql")),
             ("sqlite", cfg!(feature = "sqlite")),
             ("tonic", cfg!(feature = "tonic")),
+            ("metrics", cfg!(feature = "metrics")),
         ]
         .into_iter()
         .filter_map(|(name, enabled)| enabled.then_some(name))
