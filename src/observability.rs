@@ -52,7 +52,7 @@
 //!
 //! let audit_log = std::io::sink; // e.g. a file appender
 //! tracing_subscriber::registry()
-//!     .with(tracing_subscriber::fmt::layer().json().with_writer(audit_log).with_filter(filter_fn(|meta| {
+//!     .with(tracing_subscriber::fmt::layer().with_writer(audit_log).with_filter(filter_fn(|meta| {
 //!         meta.target() == tower_token_auth::observability::AUDIT_TARGET
 //!     })))
 //!     .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
