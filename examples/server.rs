@@ -38,8 +38,8 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, WWW_AUTHENTICATE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
@@ -48,6 +48,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tower_token_auth::refresh::{NewPair, RefreshTokens, TokenPair};
@@ -111,10 +112,24 @@ struct Args {
     /// How often expired tokens are deleted (memory and SQL stores; Redis expires them itself).
     #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     prune_interval: u64,
+    /// Let browser pages on ORIGIN (e.g. http://127.0.0.1:8080) call the API: CORS preflights are answered
+    /// and every response carries the CORS headers, `WWW-Authenticate` exposed to scripts (repeatable;
+    /// off by default). See examples/spa/.
+    #[arg(long = "cors-origin", value_name = "ORIGIN", value_parser = parse_origin)]
+    cors_origins: Vec<HeaderValue>,
     /// Serve the crate's metrics in Prometheus text format on http://HOST:PORT/metrics (off by default;
     /// build with --features metrics).
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
+}
+
+fn parse_origin(value: &str) -> Result<HeaderValue, String> {
+    let (scheme, rest) = value.split_once("://").unwrap_or_default();
+    let valid = matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains('/');
+    match HeaderValue::from_str(value) {
+        Ok(origin) if valid => Ok(origin),
+        _ => Err("expected an origin: scheme://host[:port], e.g. http://127.0.0.1:8080 (no path)".to_owned()),
+    }
 }
 
 fn parse_user(value: &str) -> Result<(String, String), String> {
@@ -225,7 +240,18 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let hashing = Arc::new(Semaphore::new(cores));
     let app = App { users: Arc::new(users), dummy_hash, hashing, tokens };
-    let router = router(app, auth);
+    let mut router = router(app, auth);
+    if !args.cors_origins.is_empty() {
+        // Outermost: it answers preflights before authentication, and adds its headers to every
+        // response, the 401s included, so that the page's script can read them.
+        let cors = CorsLayer::new()
+            .allow_origin(AllowOrigin::list(args.cors_origins))
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([AUTHORIZATION, CONTENT_TYPE])
+            .expose_headers([WWW_AUTHENTICATE])
+            .max_age(Duration::from_secs(600));
+        router = router.layer(cors);
+    }
 
     let listener = tokio::net::TcpListener::bind(&args.addr)
         .await

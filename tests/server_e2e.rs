@@ -664,6 +664,11 @@ fn bad_flags_are_clear_startup_errors() {
     assert!(startup_error(&["--store", "bogus://x"]).contains("unknown --store"));
     assert!(startup_error(&["--user", "no-colon"]).contains("EMAIL:PASSWORD"));
     assert!(startup_error(&["--access-ttl", "0"]).contains("--access-ttl"));
+    assert!(startup_error(&["--cors-origin", "http://app.example/path"]).contains("origin"));
+    assert!(startup_error(&["--cors-origin", "*"]).contains("origin"));
+    if !cfg!(feature = "metrics") {
+        assert!(startup_error(&["--metrics-addr", "127.0.0.1:0"]).contains("rebuild with --features metrics"));
+    }
     if !cfg!(feature = "redis") {
         assert!(startup_error(&["--store", "redis://127.0.0.1:1"]).contains("rebuild with --features redis"));
     }

@@ -43,6 +43,53 @@
 //! # }
 //! ```
 
+//!
+//! # Browsers and CORS
+//!
+//! A single-page app on another origin than its API sends a CORS preflight (`OPTIONS` with
+//! `Access-Control-Request-Method`, and **no** `Authorization` header) before each authenticated call.
+//! Put tower-http's `CorsLayer` **outside** (before) this layer, so it answers preflights itself, and
+//! adds its headers to every response, the layer's `401`/`403`/`503` included, so that scripts can read
+//! the `{"message": ...}` body. Expose `WWW-Authenticate` so they can read the challenge too.
+//!
+//! If a preflight does reach this layer (the order is the other way round), it is answered like any
+//! request without credentials: `401`, never passed to the inner service unauthenticated. The browser
+//! then blocks the real request; the first such preflight is logged as a warning naming `CorsLayer`.
+//!
+//! ```
+//! use http::{header, HeaderValue, Method, Request, StatusCode};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_http::cors::CorsLayer;
+//! use tower_token_auth::{MemoryStore, TokenAuthLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let cors = CorsLayer::new()
+//!     .allow_origin(HeaderValue::from_static("https://app.example.com"))
+//!     .allow_methods([Method::GET, Method::POST, Method::DELETE])
+//!     .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+//!     .expose_headers([header::WWW_AUTHENTICATE]);
+//! let api = ServiceBuilder::new()
+//!     .layer(cors) // outside: answers preflights, decorates rejections
+//!     .layer(TokenAuthLayer::new(MemoryStore::new()))
+//!     .service_fn(|_: Request<()>| async { Ok::<_, std::convert::Infallible>(http::Response::new(String::new())) });
+//!
+//! let preflight = Request::options("/api/v1/user")
+//!     .header(header::ORIGIN, "https://app.example.com")
+//!     .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+//!     .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization")
+//!     .body(())?;
+//! let response = api.clone().oneshot(preflight).await?;
+//! assert_eq!(response.status(), StatusCode::OK);
+//!
+//! let unauthenticated = Request::get("/api/v1/user").header(header::ORIGIN, "https://app.example.com").body(())?;
+//! let response = api.oneshot(unauthenticated).await?;
+//! assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+//! assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example.com");
+//! # Ok(())
+//! # }
+//! ```
+
 pub mod future;
 mod layer;
 mod service;

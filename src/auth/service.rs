@@ -100,7 +100,12 @@ where
                         let future = span.in_scope(|| self.inner.call(request));
                         ResponseFuture::inner(future, span)
                     }
-                    Err(failure) => ResponseFuture::rejected(failure.rejection(), is_grpc(request.headers())),
+                    Err(failure) => {
+                        if failure == Failure::Missing && is_preflight(&request) {
+                            self.config.preflight_rejected(request.uri().path());
+                        }
+                        ResponseFuture::rejected(failure.rejection(), is_grpc(request.headers()))
+                    }
                 }
             }
             Started::Pending(lookup) => {
@@ -112,4 +117,10 @@ where
             }
         }
     }
+}
+
+/// A CORS preflight: `OPTIONS` with `Access-Control-Request-Method`.
+fn is_preflight<B>(request: &Request<B>) -> bool {
+    request.method() == http::Method::OPTIONS
+        && request.headers().contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
 }

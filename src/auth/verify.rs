@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -40,6 +40,8 @@ pub(crate) struct Config<St> {
     pub(crate) legacy_tokens: bool,
     pub(crate) optional: bool,
     pub(crate) metrics: LayerMetrics,
+    /// Whether the misplaced-`CorsLayer` warning was logged.
+    pub(crate) warned_preflight: AtomicBool,
 }
 
 impl<St> Clone for Config<St> {
@@ -54,6 +56,7 @@ impl<St> Clone for Config<St> {
             legacy_tokens: self.legacy_tokens,
             optional: self.optional,
             metrics: LayerMetrics::default(),
+            warned_preflight: AtomicBool::new(false),
         }
     }
 }
@@ -70,6 +73,7 @@ impl<St> Config<St> {
             legacy_tokens: false,
             optional: false,
             metrics: LayerMetrics::default(),
+            warned_preflight: AtomicBool::new(false),
         }
     }
 }
@@ -321,6 +325,19 @@ impl<St: TokenStore> Config<St> {
             Err(failure) => {
                 span.record("outcome", failure.reason());
             }
+        }
+    }
+
+    /// A CORS preflight (an `OPTIONS` with `Access-Control-Request-Method`, which browsers send without
+    /// credentials) reached the layer: it is answered like any request without credentials, and the
+    /// first one is logged with what to change.
+    pub(crate) fn preflight_rejected(&self, path: &str) {
+        if !self.warned_preflight.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                path,
+                "a CORS preflight reached TokenAuthLayer and got 401, so browsers will block the real request: \
+                 put tower_http::cors::CorsLayer outside (before) the auth layer so it answers preflights"
+            );
         }
     }
 
