@@ -7,9 +7,9 @@
 //! inside the timed loop, calls `ServiceExt::oneshot` on a clone of a ready service, and polls the
 //! future once: every service here answers without waiting, so a pending poll is a bug and panics.
 //! `threads/*` run the valid-token loop on one and on two threads at once and report the time per
-//! request per thread. Redis figures need `TOWER_TOKEN_AUTH_REDIS_URL` (feature `redis`), PostgreSQL
-//! figures `TOWER_TOKEN_AUTH_POSTGRES_URL` (feature `postgres`); without them they are skipped with a
-//! printed line. SQLite (feature `sqlite`) runs on an in-memory database.
+//! request per thread. PostgreSQL figures need `TOWER_TOKEN_AUTH_POSTGRES_URL` (feature `postgres`);
+//! without it they are skipped with a printed line. SQLite (feature `sqlite`) runs on an in-memory
+//! database. The Redis and Redis Cluster benchmarks are in `benches/redis.rs`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -31,6 +31,7 @@ use subtle::ConstantTimeEq;
 use tower::{service_fn, Service, ServiceExt};
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 use tower_layer::Layer;
+use tower_token_auth::session::SessionLimit;
 use tower_token_auth::{AuthenticatedToken, MemoryStore, NewToken, TokenAuthLayer, TokenStore, TokenStoreExt, UserId};
 
 /// Tokens in the store behind the request benchmarks.
@@ -41,8 +42,8 @@ const LOGOUT_POPULATIONS: [u64; 2] = [10_000, 1_000_000];
 const TOKENS_PER_USER: [u64; 3] = [1, 10, 100];
 /// At most this many tokens are issued for users about to log out before they do: 1% of the smaller N.
 const LOGOUT_BATCH_TOKENS: u64 = 100;
-/// Distinct tokens the `_cold` benchmarks go round, far more than a thread keeps hot.
-const COLD_TOKENS: usize = 4096;
+/// Distinct tokens the `_spread` benchmarks go round.
+const SPREAD_TOKENS: usize = 4096;
 /// Every benchmark token expires, so every path has to read the clock.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -137,22 +138,43 @@ where
 }
 
 /// A `MemoryStore` with `count` access tokens, one per user (users `1..=count`), the plain text of the
-/// token in the middle, and of `COLD_TOKENS` tokens spread over the store.
+/// token in the middle, and of `SPREAD_TOKENS` tokens spread over the store.
 fn memory_store(count: u64) -> (MemoryStore, String, Vec<String>) {
+    let (store, middle, spread, _) = memory_store_with_all(count, false);
+    (store, middle, spread)
+}
+
+/// [`memory_store`], and every token's plain text when `keep_all`.
+fn memory_store_with_all(count: u64, keep_all: bool) -> (MemoryStore, String, Vec<String>, Vec<String>) {
+    let mut all = Vec::new();
     let store = MemoryStore::with_capacity(usize::try_from(count).expect("fits"));
     let mut middle = String::new();
     let mut spread = Vec::new();
-    let step = (count / COLD_TOKENS as u64).max(1);
+    let step = (count / SPREAD_TOKENS as u64).max(1);
     for user in 1..=count {
         let issued = now(store.issue(NewToken::access(user).expires_in(TOKEN_LIFETIME))).expect("issue");
         if user == count / 2 {
             middle = issued.plain_text.expose().to_owned();
         }
-        if user % step == 0 && spread.len() < COLD_TOKENS {
+        if user % step == 0 && spread.len() < SPREAD_TOKENS {
             spread.push(issued.plain_text.expose().to_owned());
         }
+        if keep_all {
+            all.push(issued.plain_text.expose().to_owned());
+        }
     }
-    (store, middle, spread)
+    (store, middle, spread, all)
+}
+
+/// A deterministic shuffle (xorshift), so every run visits the tokens in the same random order.
+fn shuffle<T>(items: &mut [T]) {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in (1..items.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        items.swap(i, (state % (i as u64 + 1)) as usize);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -272,12 +294,106 @@ mod ideal {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// The JWT row: `jsonwebtoken` HS256 decode (signature, `exp`), a principal into the extensions.
+// ---------------------------------------------------------------------------------------------------
+
+mod jwt {
+    use super::*;
+    use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Claims {
+        sub: u64,
+        exp: u64,
+    }
+
+    #[derive(Clone, Copy)]
+    pub(super) struct Principal {
+        #[allow(dead_code)]
+        pub(super) user_id: u64,
+    }
+
+    #[derive(Clone)]
+    pub(super) struct JwtAuth<S> {
+        inner: S,
+        key: Arc<(EncodingKey, DecodingKey, Validation)>,
+    }
+
+    impl<S> JwtAuth<S> {
+        pub(super) fn new(inner: S) -> Self {
+            let secret = b"a 256-bit secret for the benchmark, not for production";
+            let keys = (EncodingKey::from_secret(secret), DecodingKey::from_secret(secret), Validation::new(Algorithm::HS256));
+            Self { inner, key: Arc::new(keys) }
+        }
+
+        pub(super) fn token_for(&self, user: u64) -> String {
+            let exp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() + 3600;
+            encode(&Header::new(Algorithm::HS256), &Claims { sub: user, exp }, &self.key.0).expect("encode")
+        }
+    }
+
+    impl<S, B> Service<Request<B>> for JwtAuth<S>
+    where
+        S: Service<Request<B>, Response = Response<Body>>,
+    {
+        type Response = Response<Body>;
+        type Error = S::Error;
+        type Future = ideal::IdealFuture<S::Future>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, mut request: Request<B>) -> Self::Future {
+            let token = request.headers().get(AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+            let claims = token
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .and_then(|t| decode::<Claims>(t, &self.key.1, &self.key.2).ok());
+            match claims {
+                Some(data) => {
+                    request.extensions_mut().insert(Principal { user_id: data.claims.sub });
+                    ideal::IdealFuture::Inner { future: self.inner.call(request) }
+                }
+                None => {
+                    let mut response = Response::new(Body::new());
+                    *response.status_mut() = StatusCode::UNAUTHORIZED;
+                    ideal::IdealFuture::Rejected { response: Some(response) }
+                }
+            }
+        }
+    }
+}
+
+/// The valid path with the `metrics` feature's recording: no recorder installed (the facade's no-op),
+/// and a real Prometheus recorder.
+#[cfg(feature = "metrics")]
+fn metrics_benches(group: &mut BenchmarkGroup<'_, WallTime>, store: &MemoryStore, valid: &RequestTemplate) {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    // A layer of its own: it looks its metric handles up on its first request, under this recorder.
+    let measured = TokenAuthLayer::new(store.clone()).layer(empty_ok());
+    metrics::with_local_recorder(&recorder, || assert_eq!(status_of(&measured, valid), StatusCode::OK));
+    group.bench_function("token_auth_valid_prometheus", |b| {
+        metrics::with_local_recorder(&recorder, || b.iter(|| one_request(&measured, valid)))
+    });
+    let rendered = recorder.handle().render();
+    assert!(rendered.contains("tower_token_auth_authenticate_duration_seconds_count{result=\"success\"}"));
+}
+
+#[cfg(not(feature = "metrics"))]
+fn metrics_benches(_: &mut BenchmarkGroup<'_, WallTime>, _: &MemoryStore, _: &RequestTemplate) {
+    println!("skipping request/token_auth_valid_prometheus: built without feature `metrics`");
+}
+
+// ---------------------------------------------------------------------------------------------------
 // request/*
 // ---------------------------------------------------------------------------------------------------
 
 fn request_benches(c: &mut Criterion) {
-    let (store, token, spread) = memory_store(REQUEST_STORE_TOKENS);
+    let (store, token, spread, all) = memory_store_with_all(REQUEST_STORE_TOKENS, true);
     let cold: Vec<RequestTemplate> = spread.iter().map(|token| RequestTemplate::bearer(token)).collect();
+    let mut every: Vec<RequestTemplate> = all.iter().map(|token| RequestTemplate::bearer(token)).collect();
+    shuffle(&mut every);
+    drop(all);
     let valid = RequestTemplate::bearer(&token);
     let id = token.split('|').next().expect("id");
     let wrong_secret = RequestTemplate::bearer(&format!("{id}|{}", "x".repeat(48)));
@@ -329,15 +445,32 @@ fn request_benches(c: &mut Criterion) {
     group.bench_function("token_auth_invalid_secret", |b| b.iter(|| one_request(&token_auth, &wrong_secret)));
     group.bench_function("token_auth_missing_header", |b| b.iter(|| one_request(&token_auth, &missing)));
     group.bench_function("token_auth_unknown_id", |b| b.iter(|| one_request(&token_auth, &unknown_id)));
-    // A different token on every request, going round COLD_TOKENS of them: no token is hot.
-    group.bench_function("ideal_valid_cold", |b| {
+    // A different token on every request, going round SPREAD_TOKENS of them in turn...
+    group.bench_function("ideal_valid_spread", |b| {
         let mut next = cold.iter().cycle();
         b.iter(|| one_request(&ideal, next.next().expect("endless")))
     });
-    group.bench_function("token_auth_valid_cold", |b| {
+    group.bench_function("token_auth_valid_spread", |b| {
         let mut next = cold.iter().cycle();
         b.iter(|| one_request(&token_auth, next.next().expect("endless")))
     });
+    // ... and over all REQUEST_STORE_TOKENS in a random order: what a server with many users sees.
+    group.bench_function("ideal_valid_spread_100k", |b| {
+        let mut next = every.iter().cycle();
+        b.iter(|| one_request(&ideal, next.next().expect("endless")))
+    });
+    group.bench_function("token_auth_valid_spread_100k", |b| {
+        let mut next = every.iter().cycle();
+        b.iter(|| one_request(&token_auth, next.next().expect("endless")))
+    });
+    // The row users compare against: a JWT (HS256) checked by signature and expiry alone. It cannot be
+    // revoked before it expires.
+    let jwt = jwt::JwtAuth::new(empty_ok());
+    let jwt_valid = RequestTemplate::bearer(&jwt.token_for(REQUEST_STORE_TOKENS / 2));
+    assert_eq!(status_of(&jwt, &jwt_valid), StatusCode::OK);
+    assert_eq!(status_of(&jwt, &wrong_secret), StatusCode::UNAUTHORIZED);
+    group.bench_function("jwt_hs256_valid", |b| b.iter(|| one_request(&jwt, &jwt_valid)));
+    metrics_benches(&mut group, &store, &valid);
     group.finish();
 
     // The valid-token loop on 1 and 2 threads at once. `bare` and the ideal path show what the machine
@@ -502,52 +635,97 @@ fn prune_bench(
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Redis (feature `redis`, `TOWER_TOKEN_AUTH_REDIS_URL`) and SQL backends.
+// store/*: what one user or one busy token costs everyone else (issue 14)
 // ---------------------------------------------------------------------------------------------------
 
-#[cfg(feature = "redis")]
-fn redis_benches(c: &mut Criterion) {
-    use tower_token_auth::store::RedisStore;
-
-    let Ok(url) = std::env::var("TOWER_TOKEN_AUTH_REDIS_URL") else {
-        println!("skipping store/redis_find and request/token_auth_valid_redis: TOWER_TOKEN_AUTH_REDIS_URL is not set");
-        return;
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let prefix = format!("tta-bench-{}:", std::process::id());
-    let store = runtime.block_on(RedisStore::connect(&url)).expect("connect to Redis").key_prefix(prefix);
-    let user = UserId::from(1u64);
-    let issued = runtime
-        .block_on(store.issue(NewToken::access(user.clone()).expires_in(TOKEN_LIFETIME)))
-        .expect("issue in Redis");
-    let valid = RequestTemplate::bearer(issued.plain_text.expose());
-    let token_auth = TokenAuthLayer::new(store.clone()).layer(empty_ok());
-    let response = runtime.block_on(token_auth.clone().oneshot(valid.request())).expect("request");
-    assert_eq!(response.status(), StatusCode::OK);
-
+fn hardening_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("store");
-    group.bench_function("redis_find", |b| {
-        b.to_async(&runtime).iter(|| async { store.find(issued.record.id).await.expect("find").expect("stored") })
-    });
-    group.finish();
-    let mut group = c.benchmark_group("request");
-    group.bench_function("token_auth_valid_redis", |b| {
-        b.to_async(&runtime).iter(|| token_auth.clone().oneshot(valid.request()))
-    });
-    group.finish();
 
-    runtime.block_on(async {
-        store.revoke_all_for_user(&user).await.expect("clean up");
-        let client = redis::Client::open(url.as_str()).expect("Redis URL");
-        let mut connection = client.get_multiplexed_async_connection().await.expect("connect to Redis");
-        let leftovers = [format!("{}next_id", store.prefix()), format!("{}user:1", store.prefix())];
-        let _: i64 = redis::cmd("DEL").arg(&leftovers).query_async(&mut connection).await.expect("clean up");
+    // Last-use tracking on the request path, once the layer has seen N distinct tokens: every request
+    // here is due for a write (interval zero), the worst case. (No runtime, so no write is spawned: this
+    // is the request path's share.)
+    for population in [10_000u64, 1_000_000] {
+        let (store, _, _, all) = memory_store_with_all(population, true);
+        let layer = TokenAuthLayer::new(store.clone()).track_last_used(Duration::ZERO).layer(empty_ok());
+        for token in &all {
+            assert_eq!(status_of(&layer, &RequestTemplate::bearer(token)), StatusCode::OK);
+        }
+        let spread: Vec<RequestTemplate> =
+            all.iter().step_by(all.len() / SPREAD_TOKENS).map(|token| RequestTemplate::bearer(token)).collect();
+        drop(all);
+        group.bench_function(BenchmarkId::new("track_last_used", format!("seen={population}")), |b| {
+            let mut next = spread.iter().cycle();
+            b.iter(|| one_request(&layer, next.next().expect("endless")))
+        });
+    }
+
+    // Pruning one user's k expired tokens: linear in k (it was quadratic: 11 / 42 / 166 ms for 10k / 20k /
+    // 40k).
+    for k in [10_000u64, 20_000, 40_000] {
+        let store = MemoryStore::new();
+        let t0 = SystemTime::now() - Duration::from_secs(3600);
+        group.bench_function(BenchmarkId::new("prune_one_user", format!("expired={k}")), |b| {
+            b.iter_batched(
+                || {
+                    for _ in 0..k {
+                        let token = NewToken::access(7u64)
+                            .issued_at(t0)
+                            .expires_in(Duration::from_secs(60))
+                            .session_limit(SessionLimit::unlimited());
+                        now(store.issue(token)).expect("issue");
+                    }
+                },
+                |()| {
+                    let pruned = now_blocking(store.prune_expired(SystemTime::now(), None));
+                    assert_eq!(pruned, k);
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+
+    // Another user's login and logout, alone and while a second thread logs out users holding 20,000
+    // tokens each, over and over: no store-wide lock, so the small user does not wait for the big ones.
+    let store = MemoryStore::new();
+    let small = |store: &MemoryStore| {
+        now(store.issue(NewToken::access(1u64))).expect("issue");
+        assert_eq!(now(store.revoke_all_for_user(&1u64.into())).expect("revoke"), 1);
+    };
+    group.bench_function("small_user_logout_alone", |b| b.iter(|| small(&store)));
+    group.bench_function("small_user_logout_during_big_logouts", |b| {
+        b.iter_custom(|iters| {
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let big = {
+                let (store, stop) = (store.clone(), Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    let mut user = 1_000_000u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        user += 1;
+                        for _ in 0..20_000 {
+                            let token = NewToken::access(user).session_limit(SessionLimit::unlimited());
+                            now(store.issue(token)).expect("issue");
+                        }
+                        now(store.revoke_all_for_user(&user.into())).expect("revoke");
+                    }
+                })
+            };
+            let began = Instant::now();
+            for _ in 0..iters {
+                small(&store);
+            }
+            let elapsed = began.elapsed();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            big.join().expect("big logouts");
+            elapsed
+        })
     });
+    group.finish();
 }
 
-#[cfg(not(feature = "redis"))]
-fn redis_benches(_: &mut Criterion) {
-    println!("skipping store/redis_find and request/token_auth_valid_redis: built without feature `redis`");
+/// Runs a store future that may go to tokio's blocking pool (`MemoryStore::prune_expired` does inside a
+/// runtime; here there is none, so it runs inline).
+fn now_blocking<T>(future: impl Future<Output = Result<T, tower_token_auth::StoreError>>) -> T {
+    now(future).expect("store call")
 }
 
 /// `request/token_auth_valid_sqlite` (an in-memory database, always) and `_postgres` (when
@@ -608,6 +786,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = request_benches, store_benches, redis_benches, sql_benches
+    targets = request_benches, store_benches, hardening_benches, sql_benches
 }
 criterion_main!(benches);

@@ -38,8 +38,8 @@ use dashmap::DashMap;
 use super::{StoreError, StoreFuture, TokenStore};
 use crate::clock::{Clock, SystemClock};
 use crate::session::{
-    ExchangeDecision, ExchangeOutcome, ExchangedSession, NewSecret, NewSession, OnReuse, RefreshExchange,
-    RotatedRefresh, SessionId, SessionSummary, SessionTokens, Sessions,
+    ExchangeDecision, ExchangeOutcome, ExchangedSession, NewSession, OnReuse, RefreshExchange, RotatedRefresh,
+    SessionId, SessionSummary, SessionTokens, Sessions,
 };
 use crate::token::{Abilities, TokenDigest, TokenId, TokenKind, TokenName, TokenRecord, UserId};
 
@@ -50,36 +50,216 @@ pub struct MemoryStore {
 }
 
 struct Shared {
-    tokens: DashMap<TokenId, TokenRecord, RandomState>,
+    tokens: DashMap<TokenId, Slot, RandomState>,
     // Lock order: an entry of `users` may be held while touching `tokens` or `digests`, never the other
-    // way round.
-    users: DashMap<UserId, UserSessions, RandomState>,
+    // way round. Holding a user's entry is the critical section of every change to that user's tokens.
+    users: DashMap<UserId, UserTokens, RandomState>,
     /// Digest -> id, kept only with [`MemoryStore::legacy_tokens`].
     digests: Option<DashMap<TokenDigest, TokenId, RandomState>>,
     next_id: AtomicU64,
 }
 
-/// One user's sessions, in the order they were created.
-#[derive(Default)]
-struct UserSessions {
-    sessions: Vec<Session>,
+/// A stored token, laid out for the lookup that misses the cache: the check reads the digest, the
+/// expiry, the session and kind, and the user (the first 64 bytes); the rest follows. 88 bytes, so an
+/// entry of the map (with its key) is 96: about 290 bytes per token at a million tokens, index
+/// included (`examples/memory_per_token.rs`).
+#[repr(C)]
+struct Slot {
+    digest: TokenDigest,
+    expires: Nanos,
+    /// The session id, with the kind in the top bit (set: refresh).
+    session_and_kind: u64,
+    user_id: UserId,
+    created: Nanos,
+    last_used: Nanos,
+    /// The session's name and abilities, and the refresh tokens it exchanged: shared by the session's
+    /// tokens, and absent for the common unnamed, `["*"]` token that never refreshed.
+    details: Option<Arc<Details>>,
 }
 
-struct Session {
-    id: SessionId,
+const REFRESH_BIT: u64 = 1 << 63;
+
+struct Details {
     name: TokenName,
     abilities: Abilities,
-    created_at: SystemTime,
-    access: Option<TokenId>,
-    refresh: Option<TokenId>,
-    /// The refresh tokens this session already exchanged, oldest first.
+    /// Oldest first, at most `keep_rotated` of the last exchange.
     rotated: Vec<RotatedRefresh>,
 }
 
-impl Session {
-    fn token_ids(&self) -> impl Iterator<Item = TokenId> {
-        self.access.into_iter().chain(self.refresh)
+/// A time as nanoseconds since the Unix epoch: exact for 1678 to 2262, saturating outside.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Nanos(i64);
+
+impl Nanos {
+    const NEVER: Nanos = Nanos(i64::MAX);
+    const NONE: Nanos = Nanos(i64::MIN);
+
+    fn of(time: SystemTime) -> Self {
+        match time.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(after) => Nanos(i64::try_from(after.as_nanos()).unwrap_or(i64::MAX - 1)),
+            Err(before) => Nanos(i64::try_from(before.duration().as_nanos()).map_or(i64::MIN + 1, |n| -n)),
+        }
     }
+
+    fn of_option(time: Option<SystemTime>, absent: Nanos) -> Self {
+        time.map_or(absent, Nanos::of)
+    }
+
+    fn time(self) -> SystemTime {
+        let magnitude = Duration::from_nanos(self.0.unsigned_abs());
+        if self.0 >= 0 {
+            SystemTime::UNIX_EPOCH + magnitude
+        } else {
+            SystemTime::UNIX_EPOCH - magnitude
+        }
+    }
+
+    fn option(self, absent: Nanos) -> Option<SystemTime> {
+        (self != absent).then(|| self.time())
+    }
+}
+
+impl Slot {
+    fn new(
+        user_id: UserId,
+        session: SessionId,
+        kind: TokenKind,
+        digest: TokenDigest,
+        expires_at: Option<SystemTime>,
+        created_at: SystemTime,
+        details: Option<Arc<Details>>,
+    ) -> Self {
+        let kind_bit = if kind == TokenKind::Refresh { REFRESH_BIT } else { 0 };
+        Self {
+            digest,
+            expires: Nanos::of_option(expires_at, Nanos::NEVER),
+            session_and_kind: session.get() | kind_bit,
+            user_id,
+            created: Nanos::of(created_at),
+            last_used: Nanos::NONE,
+            details,
+        }
+    }
+
+    #[inline]
+    fn session(&self) -> SessionId {
+        SessionId::new(self.session_and_kind & !REFRESH_BIT)
+    }
+
+    #[inline]
+    fn kind(&self) -> TokenKind {
+        if self.session_and_kind & REFRESH_BIT == 0 {
+            TokenKind::Access
+        } else {
+            TokenKind::Refresh
+        }
+    }
+
+    fn expires_at(&self) -> Option<SystemTime> {
+        self.expires.option(Nanos::NEVER)
+    }
+
+    fn rotated(&self) -> &[RotatedRefresh] {
+        self.details.as_ref().map_or(&[], |d| &d.rotated)
+    }
+
+    #[inline]
+    fn record(&self, id: TokenId) -> TokenRecord {
+        let (name, abilities) = match &self.details {
+            Some(details) => (details.name.clone(), details.abilities.clone()),
+            None => (TokenName::default(), Abilities::all()),
+        };
+        TokenRecord {
+            digest: self.digest,
+            id,
+            session_id: self.session(),
+            kind: self.kind(),
+            expires_at: self.expires_at(),
+            user_id: self.user_id.clone(),
+            created_at: self.created.time(),
+            last_used_at: self.last_used.option(Nanos::NONE),
+            name,
+            abilities,
+        }
+    }
+}
+
+/// The details a session needs, or `None` when it is the common unnamed `["*"]` one with nothing
+/// rotated.
+fn details(name: &TokenName, abilities: &Abilities, rotated: Vec<RotatedRefresh>) -> Option<Arc<Details>> {
+    let plain = name.is_empty() && *abilities == Abilities::all() && rotated.is_empty();
+    (!plain).then(|| Arc::new(Details { name: name.clone(), abilities: abilities.clone(), rotated }))
+}
+
+/// The ids of one user's tokens. Most users hold one or two: those stay inline in the index, which
+/// saves an allocation per user and, at logout, a cache miss on a store too big for the cache.
+enum UserTokens {
+    /// Up to two ids; `0` marks a free place (ids start at 1).
+    Inline([TokenId; 2]),
+    /// Three or more.
+    Heap(Vec<TokenId>),
+}
+
+impl Default for UserTokens {
+    fn default() -> Self {
+        UserTokens::Inline([0; 2])
+    }
+}
+
+impl UserTokens {
+    fn push(&mut self, id: TokenId) {
+        match self {
+            UserTokens::Inline(ids) => match ids.iter_mut().find(|place| **place == 0) {
+                Some(place) => *place = id,
+                None => {
+                    let mut heap = Vec::with_capacity(4);
+                    heap.extend_from_slice(ids);
+                    heap.push(id);
+                    *self = UserTokens::Heap(heap);
+                }
+            },
+            UserTokens::Heap(ids) => ids.push(id),
+        }
+    }
+
+    fn ids(&self) -> impl Iterator<Item = TokenId> + '_ {
+        let ids: &[TokenId] = match self {
+            UserTokens::Inline(ids) => ids,
+            UserTokens::Heap(ids) => ids,
+        };
+        ids.iter().copied().filter(|&id| id != 0)
+    }
+
+    fn contains(&self, id: TokenId) -> bool {
+        self.ids().any(|other| other == id)
+    }
+
+    /// Keeps the ids for which `keep` holds; returns the others.
+    fn retain(&mut self, mut keep: impl FnMut(TokenId) -> bool) -> Vec<TokenId> {
+        let mut removed = Vec::new();
+        match self {
+            UserTokens::Inline(ids) => {
+                for place in ids.iter_mut().filter(|place| **place != 0) {
+                    if !keep(*place) {
+                        removed.push(std::mem::take(place));
+                    }
+                }
+            }
+            UserTokens::Heap(ids) => ids.retain(|&id| keep(id) || { removed.push(id); false }),
+        }
+        removed
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ids().next().is_none()
+    }
+}
+
+/// One of a user's sessions, as seen from its tokens.
+struct SessionView {
+    id: SessionId,
+    created: Nanos,
+    tokens: Vec<TokenId>,
 }
 
 impl MemoryStore {
@@ -133,10 +313,10 @@ impl MemoryStore {
     /// Number of records kept for `user_id`: live tokens plus the exchanged refresh tokens remembered
     /// for reuse detection. Bounded by the session limit times (2 + `keep_rotated`).
     pub fn records_of(&self, user_id: &UserId) -> usize {
-        self.shared
-            .users
-            .get(user_id)
-            .map_or(0, |user| user.sessions.iter().map(|s| s.token_ids().count() + s.rotated.len()).sum())
+        let Some(user) = self.shared.users.get(user_id) else { return 0 };
+        user.ids()
+            .map(|id| self.shared.tokens.get(&id).map_or(0, |slot| 1 + if slot.kind() == TokenKind::Refresh { slot.rotated().len() } else { 0 }))
+            .sum()
     }
 
     /// Spawns a tokio task that prunes expired tokens every `interval` (keeping each for `grace` after it
@@ -175,18 +355,21 @@ impl MemoryStore {
         self.shared.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn put(&self, record: TokenRecord) {
+    fn put(&self, id: TokenId, slot: Slot) {
         if let Some(digests) = &self.shared.digests {
-            digests.insert(record.digest, record.id);
+            digests.insert(slot.digest, id);
+            if let Some(old) = self.shared.tokens.get(&id).map(|old| old.digest).filter(|old| *old != slot.digest) {
+                digests.remove_if(&old, |_, indexed| *indexed == id);
+            }
         }
-        self.shared.tokens.insert(record.id, record);
+        self.shared.tokens.insert(id, slot);
     }
 
     fn delete(&self, id: TokenId) -> bool {
         match self.shared.tokens.remove(&id) {
-            Some((_, record)) => {
+            Some((_, slot)) => {
                 if let Some(digests) = &self.shared.digests {
-                    digests.remove_if(&record.digest, |_, indexed| *indexed == id);
+                    digests.remove_if(&slot.digest, |_, indexed| *indexed == id);
                 }
                 true
             }
@@ -194,229 +377,233 @@ impl MemoryStore {
         }
     }
 
-    /// Deletes the tokens of `sessions` (already taken out of the user's index). Returns how many.
-    fn delete_sessions(&self, sessions: impl IntoIterator<Item = Session>) -> u64 {
-        sessions.into_iter().flat_map(|s| s.token_ids().collect::<Vec<_>>()).map(|id| u64::from(self.delete(id))).sum()
+    fn delete_all(&self, ids: impl IntoIterator<Item = TokenId>) -> u64 {
+        ids.into_iter().map(|id| u64::from(self.delete(id))).sum()
+    }
+
+    /// The user's sessions, oldest first. Reads every one of the user's tokens: call it holding the
+    /// user's entry.
+    fn sessions_of(&self, user: &UserTokens) -> Vec<SessionView> {
+        let mut sessions: Vec<SessionView> = Vec::new();
+        for id in user.ids() {
+            let Some(slot) = self.shared.tokens.get(&id) else { continue };
+            let (session, created, refresh) = (slot.session(), slot.created, slot.kind() == TokenKind::Refresh);
+            drop(slot);
+            match sessions.iter_mut().find(|s| s.id == session) {
+                Some(view) => {
+                    view.tokens.push(id);
+                    // A session's creation is its refresh token's (kept through exchanges).
+                    if refresh || created < view.created {
+                        view.created = created;
+                    }
+                }
+                None => sessions.push(SessionView { id: session, created, tokens: vec![id] }),
+            }
+        }
+        sessions.sort_by_key(|s| (s.created, s.id));
+        sessions
     }
 
     fn insert_now(&self, new: NewSession) -> Result<SessionTokens, StoreError> {
+        if new.access.is_none() && new.refresh.is_none() {
+            return Err(StoreError::invalid_input("a session needs an access or a refresh token"));
+        }
         let mut user = self.shared.users.entry(new.user_id.clone()).or_default();
-        let evictions = new
-            .limit
-            .evictions(user.sessions.len())
-            .map_err(|()| StoreError::session_limit(new.limit.max().unwrap_or_default()))?;
         let mut evicted = Vec::new();
-        for _ in 0..evictions {
-            let oldest = user.sessions.iter().enumerate().min_by_key(|(_, s)| (s.created_at, s.id)).map(|(i, _)| i);
-            if let Some(index) = oldest {
-                evicted.push(user.sessions.remove(index));
+        if new.limit.max().is_some() {
+            let sessions = self.sessions_of(&user);
+            let evictions = new
+                .limit
+                .evictions(sessions.len())
+                .map_err(|()| StoreError::session_limit(new.limit.max().unwrap_or_default()))?;
+            for oldest in sessions.into_iter().take(evictions) {
+                user.retain(|id| !oldest.tokens.contains(&id));
+                evicted.extend(oldest.tokens);
             }
         }
-        let record = |id: TokenId, session_id: SessionId, kind: TokenKind, secret: NewSecret| TokenRecord {
-            digest: secret.digest,
-            id,
-            session_id,
-            kind,
-            expires_at: secret.expires_at,
-            user_id: new.user_id.clone(),
-            created_at: new.created_at,
-            last_used_at: None,
-            name: new.name.clone(),
-            abilities: new.abilities.clone(),
-        };
         let refresh_id = new.refresh.map(|_| self.allocate_id());
         let access_id = new.access.map(|_| self.allocate_id());
-        let Some(session_id) = refresh_id.or(access_id).map(SessionId::new) else {
-            return Err(StoreError::invalid_input("a session needs an access or a refresh token"));
-        };
-        if let (Some(id), Some(secret)) = (refresh_id, new.refresh) {
-            self.put(record(id, session_id, TokenKind::Refresh, secret));
+        let session_id = SessionId::new(refresh_id.or(access_id).expect("checked above"));
+        let shared_details = details(&new.name, &new.abilities, Vec::new());
+        for (id, kind, secret) in [(refresh_id, TokenKind::Refresh, new.refresh), (access_id, TokenKind::Access, new.access)] {
+            let (Some(id), Some(secret)) = (id, secret) else { continue };
+            let slot = Slot::new(
+                new.user_id.clone(),
+                session_id,
+                kind,
+                secret.digest,
+                secret.expires_at,
+                new.created_at,
+                shared_details.clone(),
+            );
+            self.put(id, slot);
+            user.push(id);
         }
-        if let (Some(id), Some(secret)) = (access_id, new.access) {
-            self.put(record(id, session_id, TokenKind::Access, secret));
-        }
-        user.sessions.push(Session {
-            id: session_id,
-            name: new.name.clone(),
-            abilities: new.abilities.clone(),
-            created_at: new.created_at,
-            access: access_id,
-            refresh: refresh_id,
-            rotated: Vec::new(),
-        });
         drop(user);
-        self.delete_sessions(evicted);
+        self.delete_all(evicted);
         Ok(SessionTokens { session_id, access: access_id, refresh: refresh_id })
     }
 
     fn exchange_now(&self, exchange: &RefreshExchange) -> ExchangeOutcome {
-        let Some(owner) = self.shared.tokens.get(&exchange.token_id).map(|r| r.user_id.clone()) else {
+        let Some(owner) = self.shared.tokens.get(&exchange.token_id).map(|slot| slot.user_id.clone()) else {
             return ExchangeOutcome::Invalid;
         };
         let Some(mut user) = self.shared.users.get_mut(&owner) else { return ExchangeOutcome::Invalid };
-        // Under the user's lock: the session must still hold this token as its refresh token (a
-        // revocation takes sessions out of the index before it deletes their tokens).
-        let Some(index) = user.sessions.iter().position(|s| s.refresh == Some(exchange.token_id)) else {
+        // Under the user's lock: the token must still be indexed (a revocation takes tokens out of the
+        // index before it deletes them), and is read again.
+        if !user.contains(exchange.token_id) {
+            return ExchangeOutcome::Invalid;
+        }
+        let Some(current) = self.shared.tokens.get(&exchange.token_id).map(|slot| (slot.record(exchange.token_id), slot.rotated().to_vec())) else {
             return ExchangeOutcome::Invalid;
         };
-        let current = self.shared.tokens.get(&exchange.token_id).map(|r| r.clone());
-        let session = &mut user.sessions[index];
-        match exchange.decide(current.as_ref(), &session.rotated) {
+        let (current, rotated) = current;
+        let session = current.session_id;
+        let of_session = |id: TokenId| self.shared.tokens.get(&id).is_some_and(|slot| slot.session() == session);
+        match exchange.decide(Some(&current), &rotated) {
             ExchangeDecision::Invalid => ExchangeOutcome::Invalid,
             ExchangeDecision::Reuse => {
-                let session_id = session.id;
                 let taken = match exchange.on_reuse {
-                    OnReuse::RevokeSession => vec![user.sessions.remove(index)],
-                    OnReuse::RevokeAllSessions => std::mem::take(&mut user.sessions),
+                    OnReuse::RevokeSession => user.retain(|id| !of_session(id)),
+                    OnReuse::RevokeAllSessions => user.retain(|_| false),
                 };
-                let now_empty = user.sessions.is_empty();
+                let now_empty = user.is_empty();
                 drop(user);
                 if now_empty {
-                    self.shared.users.remove_if(&owner, |_, u| u.sessions.is_empty());
+                    self.shared.users.remove_if(&owner, |_, u| u.is_empty());
                 }
-                let revoked = self.delete_sessions(taken);
-                ExchangeOutcome::Reused { user_id: owner, session_id, revoked }
+                let revoked = self.delete_all(taken);
+                ExchangeOutcome::Reused { user_id: owner, session_id: session, revoked }
             }
             ExchangeDecision::Rotate => {
-                let current = current.expect("decide rotates only a stored token");
-                session.rotated = exchange.rotated_after(&session.rotated, current.digest);
-                let refresh = TokenRecord {
-                    digest: exchange.refresh.digest,
-                    expires_at: exchange.refresh.expires_at,
-                    created_at: exchange.now,
-                    last_used_at: None,
-                    ..current.clone()
-                };
-                let access_id = match session.access {
-                    Some(id) => id,
-                    None => self.allocate_id(),
-                };
-                let access = TokenRecord {
-                    digest: exchange.access.digest,
-                    id: access_id,
-                    kind: TokenKind::Access,
-                    expires_at: exchange.access.expires_at,
-                    created_at: exchange.now,
-                    last_used_at: None,
-                    name: session.name.clone(),
-                    abilities: session.abilities.clone(),
-                    ..current
-                };
-                session.access = Some(access_id);
-                let outcome = ExchangedSession {
-                    session_id: session.id,
+                let old_access = user.retain(|id| {
+                    id == exchange.token_id
+                        || !self.shared.tokens.get(&id).is_some_and(|s| s.session() == session && s.kind() == TokenKind::Access)
+                });
+                let access_id = old_access.first().copied().unwrap_or_else(|| self.allocate_id());
+                let new_details =
+                    details(&current.name, &current.abilities, exchange.rotated_after(&rotated, current.digest));
+                // The refresh token keeps its id and the session's creation time.
+                let refresh = Slot::new(
+                    owner.clone(),
+                    session,
+                    TokenKind::Refresh,
+                    exchange.refresh.digest,
+                    exchange.refresh.expires_at,
+                    current.created_at,
+                    new_details.clone(),
+                );
+                let access = Slot::new(
+                    owner.clone(),
+                    session,
+                    TokenKind::Access,
+                    exchange.access.digest,
+                    exchange.access.expires_at,
+                    exchange.now,
+                    new_details,
+                );
+                for extra in old_access.iter().skip(1) {
+                    self.delete(*extra);
+                }
+                self.put(exchange.token_id, refresh);
+                self.put(access_id, access);
+                user.push(access_id);
+                drop(user);
+                ExchangeOutcome::Exchanged(ExchangedSession {
+                    session_id: session,
                     user_id: owner,
-                    name: session.name.clone(),
-                    abilities: session.abilities.clone(),
+                    name: current.name,
+                    abilities: current.abilities,
                     access: access_id,
                     refresh: exchange.token_id,
-                };
-                // Replacing the records drops the old digests from the legacy index too.
-                for old in [refresh.id, access.id] {
-                    if let (Some(digests), Some(record)) = (&self.shared.digests, self.shared.tokens.get(&old)) {
-                        let digest = record.digest;
-                        drop(record);
-                        digests.remove_if(&digest, |_, indexed| *indexed == old);
-                    }
-                }
-                self.put(refresh);
-                self.put(access);
-                drop(user);
-                ExchangeOutcome::Exchanged(outcome)
+                })
             }
         }
     }
 
     fn list_now(&self, user_id: &UserId) -> Vec<SessionSummary> {
         let Some(user) = self.shared.users.get(user_id) else { return Vec::new() };
-        let mut list: Vec<SessionSummary> = user
-            .sessions
-            .iter()
-            .filter_map(|session| {
-                let mut summary = SessionSummary {
-                    id: session.id,
-                    user_id: user_id.clone(),
-                    name: session.name.clone(),
-                    abilities: session.abilities.clone(),
-                    created_at: session.created_at,
-                    last_used_at: None,
-                    expires_at: Some(SystemTime::UNIX_EPOCH),
-                };
-                let mut any = false;
-                for id in session.token_ids() {
-                    let Some(token) = self.shared.tokens.get(&id) else { continue };
-                    any = true;
-                    summary.last_used_at = summary.last_used_at.max(token.last_used_at);
-                    summary.expires_at = match (summary.expires_at, token.expires_at) {
-                        (Some(a), Some(b)) => Some(a.max(b)),
-                        _ => None,
-                    };
+        let mut list: Vec<SessionSummary> = Vec::new();
+        for session in self.sessions_of(&user) {
+            let mut summary = SessionSummary {
+                id: session.id,
+                user_id: user_id.clone(),
+                name: TokenName::default(),
+                abilities: Abilities::all(),
+                created_at: session.created.time(),
+                last_used_at: None,
+                expires_at: Some(SystemTime::UNIX_EPOCH),
+            };
+            for id in &session.tokens {
+                let Some(slot) = self.shared.tokens.get(id) else { continue };
+                if let Some(details) = &slot.details {
+                    summary.name = details.name.clone();
+                    summary.abilities = details.abilities.clone();
                 }
-                any.then_some(summary)
-            })
-            .collect();
+                summary.last_used_at = summary.last_used_at.max(slot.last_used.option(Nanos::NONE));
+                summary.expires_at = match (summary.expires_at, slot.expires_at()) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+            }
+            list.push(summary);
+        }
         drop(user);
         list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
         list
     }
 
     fn revoke_now(&self, user_id: &UserId, which: Sessions) -> u64 {
-        let taken = match which {
+        let taken: Vec<TokenId> = match which {
             Sessions::All => match self.shared.users.remove(user_id) {
-                Some((_, user)) => user.sessions,
+                Some((_, user)) => user.ids().collect(),
                 None => return 0,
             },
             Sessions::Only(_) | Sessions::AllExcept(_) => {
                 let Some(mut user) = self.shared.users.get_mut(user_id) else { return 0 };
-                let (taken, kept) = std::mem::take(&mut user.sessions).into_iter().partition(|s| which.includes(s.id));
-                user.sessions = kept;
-                let now_empty = user.sessions.is_empty();
+                let taken = user.retain(|id| {
+                    !self.shared.tokens.get(&id).is_some_and(|slot| which.includes(slot.session()))
+                });
+                let now_empty = user.is_empty();
                 drop(user);
                 if now_empty {
-                    self.shared.users.remove_if(user_id, |_, u| u.sessions.is_empty());
+                    self.shared.users.remove_if(user_id, |_, u| u.is_empty());
                 }
                 taken
             }
         };
-        // The sessions are out of the index: nothing can exchange into them any more. Their tokens are
-        // deleted outside the user's lock, before this returns.
-        self.delete_sessions(taken)
+        // Out of the index: nothing can exchange into them any more. The tokens are deleted outside the
+        // user's lock, before this returns.
+        self.delete_all(taken)
     }
 
-    /// O(stored tokens) to find the expired ones, then O(that user's sessions) per user that has any.
+    /// O(stored tokens) to find the expired ones, then one pass over each affected user's tokens.
     fn prune_now(&self, expired_before: SystemTime, created_before: Option<SystemTime>) -> u64 {
-        let expired = |r: &TokenRecord| {
-            r.expires_at.is_some_and(|at| at < expired_before)
-                || created_before.is_some_and(|limit| r.created_at < limit)
+        let expired_before = Nanos::of(expired_before);
+        let created_before = created_before.map(Nanos::of);
+        let expired = |slot: &Slot| {
+            (slot.expires != Nanos::NEVER && slot.expires < expired_before)
+                || created_before.is_some_and(|limit| slot.created < limit)
         };
-        let mut by_user: HashMap<UserId, Vec<TokenId>> = HashMap::new();
-        for record in self.shared.tokens.iter() {
-            if expired(&record) {
-                by_user.entry(record.user_id.clone()).or_default().push(record.id);
+        let mut by_user: HashMap<UserId, HashSet<TokenId>> = HashMap::new();
+        for entry in self.shared.tokens.iter() {
+            if expired(entry.value()) {
+                by_user.entry(entry.value().user_id.clone()).or_default().insert(*entry.key());
             }
         }
         let mut pruned = 0;
         for (user_id, candidates) in by_user {
             let Some(mut user) = self.shared.users.get_mut(&user_id) else { continue };
-            let mut deleted = HashSet::new();
-            for id in candidates {
-                // Checked again under the user's lock: an exchange may have replaced the token since.
-                let still_expired = self.shared.tokens.get(&id).is_some_and(|r| expired(&r));
-                if still_expired && self.delete(id) {
-                    deleted.insert(id);
-                }
-            }
-            pruned += deleted.len() as u64;
-            for session in &mut user.sessions {
-                session.access = session.access.filter(|id| !deleted.contains(id));
-                session.refresh = session.refresh.filter(|id| !deleted.contains(id));
-            }
-            user.sessions.retain(|s| s.access.is_some() || s.refresh.is_some());
-            let now_empty = user.sessions.is_empty();
+            // Checked again under the user's lock: an exchange may have replaced the token since.
+            let gone = user.retain(|id| {
+                !candidates.contains(&id) || !self.shared.tokens.get(&id).is_some_and(|slot| expired(&slot))
+            });
+            let now_empty = user.is_empty();
             drop(user);
             if now_empty {
-                self.shared.users.remove_if(&user_id, |_, u| u.sessions.is_empty());
+                self.shared.users.remove_if(&user_id, |_, u| u.is_empty());
             }
+            pruned += self.delete_all(gone);
         }
         pruned
     }
@@ -438,7 +625,7 @@ impl TokenStore for MemoryStore {
     #[inline]
     fn find(&self, id: TokenId) -> StoreFuture<Option<TokenRecord>> {
         // Copy the record out and drop the shard guard at once; never hold it across an await.
-        StoreFuture::ready(Ok(self.shared.tokens.get(&id).map(|r| r.clone())))
+        StoreFuture::ready(Ok(self.shared.tokens.get(&id).map(|slot| slot.record(id))))
     }
 
     fn insert(&self, session: NewSession) -> StoreFuture<SessionTokens> {
@@ -471,8 +658,8 @@ impl TokenStore for MemoryStore {
     }
 
     fn touch_last_used(&self, id: TokenId, at: SystemTime) -> StoreFuture<()> {
-        if let Some(mut record) = self.shared.tokens.get_mut(&id) {
-            record.last_used_at = Some(at);
+        if let Some(mut slot) = self.shared.tokens.get_mut(&id) {
+            slot.last_used = Nanos::of(at);
         }
         StoreFuture::ready(Ok(()))
     }
@@ -485,7 +672,7 @@ impl TokenStore for MemoryStore {
     fn find_by_digest(&self, digest: &TokenDigest) -> StoreFuture<Option<TokenRecord>> {
         let Some(digests) = &self.shared.digests else { return StoreFuture::ready(Ok(None)) };
         let id = digests.get(digest).map(|id| *id);
-        let found = id.and_then(|id| self.shared.tokens.get(&id).map(|r| r.clone()));
+        let found = id.and_then(|id| self.shared.tokens.get(&id).map(|slot| slot.record(id)));
         StoreFuture::ready(Ok(found.filter(|record| record.digest.ct_eq(digest))))
     }
 }
