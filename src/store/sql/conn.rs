@@ -1,0 +1,320 @@
+//! One connection of any backend behind one small interface, and the transaction wrapper every
+//! multi-statement operation runs in (isolation level, `BEGIN IMMEDIATE`, retries on deadlock).
+//!
+//! The operations themselves ([`super::ops`]) are written once against [`Conn`]; only the few lines
+//! here that bind parameters and decode rows are compiled per backend.
+
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+
+use super::rows::Row;
+use super::Backend;
+use crate::store::StoreError;
+
+/// A bound parameter.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Param<'a> {
+    Int(i64),
+    Text(&'a str),
+    Time(Option<NaiveDateTime>),
+}
+
+/// A connection (plain, or inside a transaction) of one of the backends.
+pub(super) enum Conn<'c> {
+    #[cfg(feature = "postgres")]
+    Pg(&'c mut sqlx::PgConnection),
+    #[cfg(feature = "mysql")]
+    My(&'c mut sqlx::MySqlConnection),
+    #[cfg(feature = "sqlite")]
+    Lite(&'c mut sqlx::SqliteConnection),
+    #[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
+    #[allow(dead_code)]
+    None(std::marker::PhantomData<&'c ()>, std::convert::Infallible),
+}
+
+/// `sqlx::query($sql)` with every parameter of `$params` bound in order.
+macro_rules! bound {
+    ($sql:expr, $params:expr) => {{
+        let mut query = sqlx::query($sql);
+        for param in $params {
+            query = match *param {
+                Param::Int(n) => query.bind(n),
+                Param::Text(s) => query.bind(s),
+                Param::Time(t) => query.bind(t),
+            };
+        }
+        query
+    }};
+}
+
+/// Runs `$body` with `$c` bound to the backend's connection.
+macro_rules! on_conn {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            #[cfg(feature = "postgres")]
+            Conn::Pg($c) => $body,
+            #[cfg(feature = "mysql")]
+            Conn::My($c) => $body,
+            #[cfg(feature = "sqlite")]
+            Conn::Lite($c) => $body,
+            #[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
+            Conn::None(_, never) => match *never {},
+        }
+    };
+}
+
+impl Conn<'_> {
+    /// Runs a statement; returns the rows it affected (or returned, for a `SELECT`).
+    pub(super) async fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, TxError> {
+        Ok(on_conn!(self, c => bound!(sql, params).execute(&mut **c).await?.rows_affected()))
+    }
+
+    /// Runs a statement that names a varying number of ids, without caching it as a prepared statement.
+    pub(super) async fn execute_once(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, TxError> {
+        Ok(on_conn!(self, c => bound!(sql, params).persistent(false).execute(&mut **c).await?.rows_affected()))
+    }
+
+    /// The rows of a query returning the columns of [`super::queries::col`].
+    pub(super) async fn rows(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, TxError> {
+        on_conn!(self, c => {
+            let rows = bound!(sql, params).fetch_all(&mut **c).await?;
+            rows.iter().map(|row| Row::read(row).map_err(TxError::Store)).collect()
+        })
+    }
+
+    /// The one row of such a query, if any.
+    pub(super) async fn row(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, TxError> {
+        on_conn!(self, c => {
+            let row = bound!(sql, params).fetch_optional(&mut **c).await?;
+            row.map(|row| Row::read(&row).map_err(TxError::Store)).transpose()
+        })
+    }
+
+    /// The first column, as text, of the first row of a query, if any.
+    pub(super) async fn text(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<String>, TxError> {
+        use sqlx::Row as _;
+        on_conn!(self, c => {
+            let row = bound!(sql, params).fetch_optional(&mut **c).await?;
+            Ok(row.map(|row| row.try_get::<Option<String>, _>(0)).transpose()?.flatten())
+        })
+    }
+
+    /// Runs an `INSERT` and returns the id the database assigned.
+    pub(super) async fn insert(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, TxError> {
+        let id: i128 = match self {
+            #[cfg(feature = "postgres")]
+            Conn::Pg(c) => {
+                use sqlx::Row as _;
+                let row = bound!(sql, params).fetch_one(&mut **c).await?;
+                row.try_get::<i64, _>(0)?.into()
+            }
+            #[cfg(feature = "mysql")]
+            Conn::My(c) => bound!(sql, params).execute(&mut **c).await?.last_insert_id().into(),
+            #[cfg(feature = "sqlite")]
+            Conn::Lite(c) => bound!(sql, params).execute(&mut **c).await?.last_insert_rowid().into(),
+            #[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
+            Conn::None(_, never) => match *never {},
+        };
+        u64::try_from(id).map_err(|_| TxError::Store(StoreError::corrupt(format!("the database assigned the id {id}"))))
+    }
+}
+
+/// An error inside a transaction: from the database (perhaps worth a retry), or decided by the
+/// operation itself.
+#[derive(Debug)]
+pub(super) enum TxError {
+    Db(sqlx::Error),
+    Store(StoreError),
+}
+
+impl From<sqlx::Error> for TxError {
+    fn from(e: sqlx::Error) -> Self {
+        TxError::Db(e)
+    }
+}
+
+impl From<StoreError> for TxError {
+    fn from(e: StoreError) -> Self {
+        TxError::Store(e)
+    }
+}
+
+impl TxError {
+    pub(super) fn into_store(self) -> StoreError {
+        match self {
+            TxError::Db(e) => db_error(e),
+            TxError::Store(e) => e,
+        }
+    }
+}
+
+/// Maps a `sqlx` error onto the store's error kinds.
+pub(super) fn db_error(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::PoolTimedOut => StoreError::timeout(),
+        e @ (sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)) => StoreError::corrupt(e),
+        e => StoreError::backend(e),
+    }
+}
+
+/// How many times a transaction is tried in all.
+pub(super) const ATTEMPTS: u32 = 8;
+
+/// Whether `e` means "the transaction was rolled back for a conflict; the same transaction again may
+/// succeed": a deadlock or serialization failure on PostgreSQL (`40P01`, `40001`), a deadlock or lock
+/// wait timeout on MySQL/MariaDB (1213, 1205), `SQLITE_BUSY`/`SQLITE_LOCKED` on SQLite.
+pub(super) fn is_retryable(backend: Backend, e: &TxError) -> bool {
+    let TxError::Db(sqlx::Error::Database(db)) = e else { return false };
+    match backend {
+        Backend::Postgres => matches!(db.code().as_deref(), Some("40P01" | "40001")),
+        Backend::MySql => {
+            #[cfg(feature = "mysql")]
+            if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                return matches!(my.number(), 1213 | 1205);
+            }
+            matches!(db.code().as_deref(), Some("40001"))
+        }
+        Backend::Sqlite => {
+            let primary = db.code().and_then(|code| code.parse::<i64>().ok()).map(|code| code & 0xff);
+            matches!(primary, Some(5 | 6)) || db.message().contains("database is locked")
+        }
+    }
+}
+
+/// A short, growing, jittered pause before attempt `attempt + 1`, so that two transactions that
+/// deadlocked do not collide again in lockstep.
+pub(super) async fn back_off(attempt: u32) {
+    let mut random = [0u8; 1];
+    let jitter = getrandom::fill(&mut random).map_or(0, |()| u64::from(random[0] % 8));
+    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 2 + jitter)).await;
+}
+
+/// Runs `$body` (an expression producing a `Future<Output = Result<T, TxError>>`, with `$conn: &mut
+/// Conn` in scope) in one transaction on `$pool`, committing on `Ok` and rolling back on `Err`; the whole
+/// transaction is tried again (up to [`ATTEMPTS`] times) when the database rolled it back for a conflict.
+///
+/// - PostgreSQL: `BEGIN ISOLATION LEVEL READ COMMITTED`, whatever the server's default, because the
+///   operations rely on each statement seeing what committed before it (see the module docs).
+/// - MySQL/MariaDB: `SET TRANSACTION ISOLATION LEVEL READ COMMITTED` (the next transaction only) on the
+///   same connection, then `BEGIN`: no gap locks, so no gap-lock deadlocks between logins.
+/// - SQLite: `BEGIN IMMEDIATE`: the write lock is taken at the start, so writers queue (busy timeout)
+///   instead of failing to upgrade a read lock.
+macro_rules! in_transaction {
+    ($pool:expr, $backend:expr, |$conn:ident| $body:expr) => {{
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let outcome = match *$pool {
+                #[cfg(feature = "postgres")]
+                Pool::Postgres(ref pool) => match pool.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED").await {
+                    Ok(mut tx) => {
+                        let result = {
+                            let $conn = &mut Conn::Pg(&mut *tx);
+                            $body.await
+                        };
+                        $crate::store::sql::conn::finish(tx, result).await
+                    }
+                    Err(e) => Err(TxError::Db(e)),
+                },
+                #[cfg(feature = "mysql")]
+                Pool::MySql(ref pool) => match pool.acquire().await {
+                    Ok(mut connection) => {
+                        // Applies to the next transaction on this connection only. A string without
+                        // parameters goes over the text protocol, as this statement must.
+                        let set = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED";
+                        match sqlx::Executor::execute(&mut *connection, set).await {
+                            Ok(_) => match sqlx::Connection::begin(&mut *connection).await {
+                                Ok(mut tx) => {
+                                    let result = {
+                                        let $conn = &mut Conn::My(&mut *tx);
+                                        $body.await
+                                    };
+                                    $crate::store::sql::conn::finish(tx, result).await
+                                }
+                                Err(e) => Err(TxError::Db(e)),
+                            },
+                            Err(e) => Err(TxError::Db(e)),
+                        }
+                    }
+                    Err(e) => Err(TxError::Db(e)),
+                },
+                #[cfg(feature = "sqlite")]
+                Pool::Sqlite(ref pool) => match pool.begin_with("BEGIN IMMEDIATE").await {
+                    Ok(mut tx) => {
+                        let result = {
+                            let $conn = &mut Conn::Lite(&mut *tx);
+                            $body.await
+                        };
+                        $crate::store::sql::conn::finish(tx, result).await
+                    }
+                    Err(e) => Err(TxError::Db(e)),
+                },
+            };
+            match outcome {
+                Err(e)
+                    if attempt < $crate::store::sql::conn::ATTEMPTS
+                        && $crate::store::sql::conn::is_retryable($backend, &e) =>
+                {
+                    tracing::debug!(attempt, "token store transaction rolled back for a conflict; retrying");
+                    $crate::store::sql::conn::back_off(attempt).await;
+                }
+                outcome => break outcome.map_err(TxError::into_store),
+            }
+        }
+    }};
+}
+
+/// Runs `$body` with `$conn: &mut Conn` on a connection from `$pool`, outside any transaction (one
+/// statement, atomic by itself).
+macro_rules! on_pool {
+    ($pool:expr, |$conn:ident| $body:expr) => {{
+        let outcome: Result<_, TxError> = match *$pool {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(ref pool) => match pool.acquire().await {
+                Ok(mut connection) => {
+                    let $conn = &mut Conn::Pg(&mut *connection);
+                    $body.await
+                }
+                Err(e) => Err(TxError::Db(e)),
+            },
+            #[cfg(feature = "mysql")]
+            Pool::MySql(ref pool) => match pool.acquire().await {
+                Ok(mut connection) => {
+                    let $conn = &mut Conn::My(&mut *connection);
+                    $body.await
+                }
+                Err(e) => Err(TxError::Db(e)),
+            },
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(ref pool) => match pool.acquire().await {
+                Ok(mut connection) => {
+                    let $conn = &mut Conn::Lite(&mut *connection);
+                    $body.await
+                }
+                Err(e) => Err(TxError::Db(e)),
+            },
+        };
+        outcome.map_err(TxError::into_store)
+    }};
+}
+
+pub(super) use {in_transaction, on_pool};
+
+/// Commits on `Ok`, rolls back on `Err` (a failed rollback is left to `sqlx`, which rolls back or
+/// closes the connection when the transaction is dropped).
+pub(super) async fn finish<DB: sqlx::Database, T>(
+    tx: sqlx::Transaction<'_, DB>,
+    result: Result<T, TxError>,
+) -> Result<T, TxError> {
+    match result {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
