@@ -807,6 +807,55 @@ async fn reserved_abilities_are_refused(db: Db) {
     .await;
 }
 
+/// Timestamps no `SystemTime` decoder expects (PostgreSQL's `infinity`, `-infinity` and year 200000;
+/// MySQL's zero date) read without a panic, and never as "no expiry" unless they mean it.
+async fn extreme_timestamps_read_safely(db: Db) {
+    db.with_table(|db, table| async move {
+        let store = db.store(&table);
+        let now = now_secs();
+        let t = db.quote(&table);
+        let (far_future, long_ago): (&[&str], &[&str]) = match &db {
+            #[cfg(feature = "postgres")]
+            Db::Pg(..) => (&["infinity", "200000-01-01 00:00:00"], &["-infinity", "4000-01-01 00:00:00 BC"]),
+            #[cfg(feature = "mysql")]
+            Db::My(..) => (&[], &["0000-00-00 00:00:00"]),
+            #[cfg(feature = "sqlite")]
+            Db::Lite(..) => (&["9999-12-31 23:59:59"], &["0001-01-01 00:00:00"]),
+        };
+        for (value, expired) in far_future.iter().map(|v| (v, false)).chain(long_ago.iter().map(|v| (v, true))) {
+            let issued = store.issue(NewToken::access(7u64).issued_at(now)).await.unwrap();
+            let id = issued.record.id;
+            // Without NO_ZERO_DATE, as MySQL servers without Laravel's strict mode run.
+            let mode = if matches!(value, &"0000-00-00 00:00:00") { "SET SESSION sql_mode = ''; " } else { "" };
+            let sql = format!(
+                "{mode}UPDATE {t} SET expires_at = '{value}', created_at = '{value}', last_used_at = '{value}' WHERE id = {id}"
+            );
+            db.exec(&sql).await;
+            let found = store.find(id).await.unwrap().unwrap_or_else(|| panic!("{value}: found"));
+            let expires = found.expires_at.expect("a timestamp, not \"never\"");
+            assert_eq!(found.is_expired(now, None), expired, "{value} reads as {expires:?}");
+            assert_eq!(store.list_sessions(&7u64.into()).await.unwrap().len(), 1, "{value}: listed");
+            assert_eq!(store.revoke_all_for_user(&7u64.into()).await.unwrap(), 1);
+        }
+        // SQLite's datetime columns hold any text: an undecodable one is corrupt to read, and logging
+        // out still removes the row (revocation needs only the id and the session link).
+        #[cfg(feature = "sqlite")]
+        if let Db::Lite(..) = &db {
+            let tokens = RefreshTokens::new(store.clone());
+            let pair = tokens.issue_pair(NewPair::new(7u64)).await.unwrap();
+            let kept = store.issue(NewToken::access(7u64)).await.unwrap();
+            db.exec(&format!("UPDATE {t} SET created_at = 'not a time' WHERE id = {}", pair.access.record.id)).await;
+            assert_eq!(store.find(pair.access.record.id).await.unwrap_err().kind(), StoreErrorKind::Corrupt);
+            assert_eq!(store.list_sessions(&7u64.into()).await.unwrap_err().kind(), StoreErrorKind::Corrupt);
+            let revoked = store.revoke_sessions(&7u64.into(), Sessions::AllExcept(kept.record.session_id)).await;
+            assert_eq!(revoked.unwrap(), 2, "both rows of the session, the unreadable one included");
+            assert!(works(&store, &kept).await);
+            assert_eq!(db.count(&table, None).await, 1);
+        }
+    })
+    .await;
+}
+
 /// Id-less legacy tokens are found by digest only when enabled.
 async fn finds_legacy_tokens_only_when_enabled(db: Db) {
     db.with_table(|db, table| async move {
@@ -960,6 +1009,13 @@ mod postgres {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_extreme_timestamps_read_safely() {
+        if let Some(db) = Db::postgres().await {
+            extreme_timestamps_read_safely(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_finds_legacy_tokens_only_when_enabled() {
         if let Some(db) = Db::postgres().await {
             finds_legacy_tokens_only_when_enabled(db).await;
@@ -1034,6 +1090,13 @@ mod mysql {
     async fn mysql_exchanges_laravel_refresh_rows() {
         if let Some(db) = Db::mysql().await {
             exchanges_laravel_refresh_rows(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mysql_extreme_timestamps_read_safely() {
+        if let Some(db) = Db::mysql().await {
+            extreme_timestamps_read_safely(db).await;
         }
     }
 
@@ -1128,6 +1191,11 @@ mod sqlite {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_extreme_timestamps_read_safely() {
+        extreme_timestamps_read_safely(Db::sqlite().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_finds_legacy_tokens_only_when_enabled() {
         finds_legacy_tokens_only_when_enabled(Db::sqlite().await).await;
     }
@@ -1150,6 +1218,42 @@ mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_string_user_ids() {
         string_user_ids(Db::sqlite().await).await;
+    }
+
+    /// A transaction that finds the database locked is run again: with no busy timeout at all, a login
+    /// and an exchange still succeed once another connection's write lock is released.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_busy_transactions_are_retried() {
+        use std::str::FromStr;
+        let path = std::env::temp_dir().join(format!("tta-retry-{}.sqlite", unique_suffix()));
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url).unwrap().busy_timeout(Duration::ZERO);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        let store = SqlStore::from_sqlite_pool(pool.clone());
+        store.create_table_if_missing().await.unwrap();
+        let tokens = RefreshTokens::new(store.clone());
+        let pair = tokens.issue_pair(NewPair::new(1u64)).await.unwrap();
+        for _ in 0..3 {
+            let holder = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            let login = tokio::spawn({
+                let tokens = tokens.clone();
+                async move { tokens.issue_pair(NewPair::new(2u64)).await }
+            });
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            holder.commit().await.unwrap();
+            login.await.unwrap().expect("retried until the lock was free");
+        }
+        let holder = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let exchange = tokio::spawn({
+            let (tokens, headers) = (tokens.clone(), bearer(&pair.refresh));
+            async move { tokens.exchange(&headers).await }
+        });
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        holder.commit().await.unwrap();
+        assert!(exchange.await.unwrap().is_ok());
+        assert_eq!(store.list_sessions(&2u64.into()).await.unwrap().len(), 3);
+        pool.close().await;
+        remove_sqlite_files(&path);
     }
 
     /// `..` components from the working directory to the root, then `path` without its leading `/`: a

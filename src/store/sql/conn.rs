@@ -318,3 +318,129 @@ pub(super) async fn finish<DB: sqlx::Database, T>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sql::Pool;
+
+    #[cfg(feature = "postgres")]
+    #[tokio::test]
+    async fn postgres_transactions_run_read_committed_whatever_the_default() {
+        let Ok(url) = std::env::var("TOWER_TOKEN_AUTH_POSTGRES_URL") else {
+            return println!("skipped: TOWER_TOKEN_AUTH_POSTGRES_URL is not set");
+        };
+        use std::str::FromStr;
+        let options = sqlx::postgres::PgConnectOptions::from_str(&url)
+            .unwrap()
+            .options([("default_transaction_isolation", "serializable")]);
+        let pool = Pool::Postgres(sqlx::PgPool::connect_with(options).await.unwrap());
+        let outside = on_pool!(&pool, |conn| conn.text("SHOW transaction_isolation", &[])).unwrap();
+        assert_eq!(outside.as_deref(), Some("serializable"), "the server default this test sets");
+        let inside = in_transaction!(&pool, Backend::Postgres, |conn| conn.text("SHOW transaction_isolation", &[]));
+        assert_eq!(inside.unwrap().as_deref(), Some("read committed"));
+    }
+
+    #[cfg(feature = "mysql")]
+    #[tokio::test]
+    async fn mysql_transactions_run_read_committed_and_the_next_one_does_not_inherit_it() {
+        let Ok(url) = std::env::var("TOWER_TOKEN_AUTH_MYSQL_URL") else {
+            return println!("skipped: TOWER_TOKEN_AUTH_MYSQL_URL is not set");
+        };
+        // One connection, so the application's transaction below runs on the one the store used.
+        let pool = sqlx::mysql::MySqlPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+        // INNODB_TRX lists a transaction once it touched an InnoDB table, from a cache refreshed every 0.1 s.
+        let level = async |conn: &mut Conn<'_>| {
+            conn.execute("SELECT COUNT(*) FROM mysql.innodb_table_stats", &[]).await?;
+            conn.execute("DO SLEEP(0.3)", &[]).await?;
+            let sql = "SELECT trx_isolation_level FROM information_schema.innodb_trx \
+                       WHERE trx_mysql_thread_id = CONNECTION_ID()";
+            conn.text(sql, &[]).await
+        };
+        let store_pool = Pool::MySql(pool.clone());
+        let inside = in_transaction!(&store_pool, Backend::MySql, |conn| level(conn));
+        assert_eq!(inside.unwrap().as_deref(), Some("READ COMMITTED"));
+        // A transaction of the application's own on the same pool keeps the server's default.
+        let mut tx = pool.begin().await.unwrap();
+        let theirs = level(&mut Conn::My(&mut tx)).await.unwrap();
+        tx.rollback().await.unwrap();
+        let default: Option<String> =
+            sqlx::query_scalar("SELECT REPLACE(@@tx_isolation, '-', ' ')").fetch_one(&pool).await.unwrap();
+        assert_eq!(theirs, default);
+    }
+
+    /// Two transactions locking two rows in opposite orders: the database breaks the deadlock by failing
+    /// one of them, with the error `is_retryable` must recognise.
+    async fn deadlock<DB: sqlx::Database>(pool: &sqlx::Pool<DB>, table: &str, placeholder: (&str, &str)) -> sqlx::Error
+    where
+        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    {
+        let lock = |id: &str| format!("SELECT id FROM {table} WHERE id = {id} FOR UPDATE");
+        let (mut a, mut b) = (pool.begin().await.unwrap(), pool.begin().await.unwrap());
+        sqlx::Executor::execute(&mut *a, lock(placeholder.0).as_str()).await.unwrap();
+        sqlx::Executor::execute(&mut *b, lock(placeholder.1).as_str()).await.unwrap();
+        let (second_a, second_b) = (lock(placeholder.1), lock(placeholder.0));
+        let (ra, rb) = tokio::join!(
+            sqlx::Executor::execute(&mut *a, second_a.as_str()),
+            sqlx::Executor::execute(&mut *b, second_b.as_str())
+        );
+        match (ra, rb) {
+            (Err(e), _) | (_, Err(e)) => e,
+            _ => panic!("no deadlock"),
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    #[tokio::test]
+    async fn a_postgres_deadlock_is_retryable() {
+        let Ok(url) = std::env::var("TOWER_TOKEN_AUTH_POSTGRES_URL") else {
+            return println!("skipped: TOWER_TOKEN_AUTH_POSTGRES_URL is not set");
+        };
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let table = format!("tta_deadlock_{}", std::process::id());
+        sqlx::raw_sql(&format!("CREATE TABLE {table} (id int primary key); INSERT INTO {table} VALUES (1), (2)"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let e = deadlock(&pool, &table, ("1", "2")).await;
+        sqlx::raw_sql(&format!("DROP TABLE {table}")).execute(&pool).await.unwrap();
+        assert!(is_retryable(Backend::Postgres, &TxError::Db(e)));
+        let other = sqlx::query("SELECT * FROM no_such_table_tta").execute(&pool).await.unwrap_err();
+        assert!(!is_retryable(Backend::Postgres, &TxError::Db(other)));
+    }
+
+    #[cfg(feature = "mysql")]
+    #[tokio::test]
+    async fn a_mysql_deadlock_is_retryable() {
+        let Ok(url) = std::env::var("TOWER_TOKEN_AUTH_MYSQL_URL") else {
+            return println!("skipped: TOWER_TOKEN_AUTH_MYSQL_URL is not set");
+        };
+        let pool = sqlx::MySqlPool::connect(&url).await.unwrap();
+        let table = format!("tta_deadlock_{}", std::process::id());
+        sqlx::raw_sql(&format!("CREATE TABLE {table} (id int primary key); INSERT INTO {table} VALUES (1), (2)"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let e = deadlock(&pool, &table, ("1", "2")).await;
+        sqlx::raw_sql(&format!("DROP TABLE {table}")).execute(&pool).await.unwrap();
+        assert!(is_retryable(Backend::MySql, &TxError::Db(e)));
+        let other = sqlx::query("SELECT * FROM no_such_table_tta").execute(&pool).await.unwrap_err();
+        assert!(!is_retryable(Backend::MySql, &TxError::Db(other)));
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn sqlite_busy_is_retryable() {
+        use std::str::FromStr;
+        let path = std::env::temp_dir().join(format!("tta-busy-{}.sqlite", std::process::id()));
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url).unwrap().busy_timeout(Duration::ZERO);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        let holder = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let e = pool.begin_with("BEGIN IMMEDIATE").await.unwrap_err();
+        drop(holder);
+        pool.close().await;
+        let _ = std::fs::remove_file(&path);
+        assert!(is_retryable(Backend::Sqlite, &TxError::Db(e)));
+    }
+}

@@ -5,15 +5,18 @@
 //! service and a Laravel application can share one database: tokens issued by either are accepted by
 //! both, and "log out everywhere" on either side logs out everywhere.
 //!
-//! ```no_run
+//! ```
 //! use std::time::Duration;
+//! use http::{header::AUTHORIZATION, HeaderMap};
 //! use tower_token_auth::refresh::{NewPair, RefreshTokens};
 //! use tower_token_auth::store::sql::SqlStore;
 //! use tower_token_auth::{NewToken, TokenStore, TokenStoreExt};
 //!
+//! # #[cfg(feature = "sqlite")]
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), tower_token_auth::StoreError> {
-//! let store = SqlStore::connect("postgres://app@localhost/app")
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! // Or "postgres://app@localhost/app", "mysql://app@localhost/app", "sqlite://tokens.db".
+//! let store = SqlStore::connect("sqlite::memory:")
 //!     .await?
 //!     .tokenable_type("App\\Models\\User"); // the default; a morph-map alias such as "user" also works
 //!
@@ -21,17 +24,24 @@
 //! store.create_table_if_missing().await?;
 //!
 //! let issued = store.issue(NewToken::access(42u64).name("cli").expires_in(Duration::from_secs(3600))).await?;
-//! println!("token for the client: {}", issued.plain_text.expose());
+//! assert!(issued.plain_text.expose().starts_with(&format!("{}|", issued.record.id)));
 //!
-//! // A login: an access and a refresh token, one session, two rows however often it refreshes.
-//! let pair = RefreshTokens::new(store.clone()).issue_pair(NewPair::new(42u64).name("phone")).await?;
-//! assert_eq!(store.list_sessions(&42u64.into()).await?.len(), 2);
+//! // A login: an access and a refresh token, one session; two rows however often it refreshes.
+//! let tokens = RefreshTokens::new(store.clone());
+//! let pair = tokens.issue_pair(NewPair::new(42u64).name("phone")).await?;
+//! let mut headers = HeaderMap::new();
+//! headers.insert(AUTHORIZATION, format!("Bearer {}", pair.refresh.plain_text.expose()).parse()?);
+//! let refreshed = tokens.exchange(&headers).await?;
+//! assert_eq!(refreshed.session_id(), pair.session_id());
+//! assert_eq!(store.list_sessions(&42u64.into()).await?.len(), 2); // "cli" and "phone"
 //!
 //! // Log out everywhere: Laravel's own DELETE of every row of user 42, in one transaction.
-//! store.revoke_all_for_user(&42u64.into()).await?;
-//! # let _ = pair;
+//! assert_eq!(store.revoke_all_for_user(&42u64.into()).await?, 3);
+//! assert!(store.find(refreshed.access.record.id).await?.is_none());
 //! # Ok(())
 //! # }
+//! # #[cfg(not(feature = "sqlite"))]
+//! # fn main() {}
 //! ```
 //!
 //! # Connecting
@@ -110,10 +120,10 @@
 //! | [`find`](TokenStore::find) | `SELECT … WHERE id = ? AND tokenable_type = ?` (one statement, no transaction) |
 //! | [`insert`](TokenStore::insert) | (PostgreSQL: `pg_advisory_xact_lock` on the user) · lock the user's rows · read them · `DELETE` the oldest sessions the [`SessionLimit`](crate::session::SessionLimit) evicts · `INSERT` the refresh row · `INSERT` the access row with its `tta:session` link |
 //! | [`exchange_refresh`](TokenStore::exchange_refresh) | `SELECT tokenable_id` of the presented row · lock the owner's rows · read them (the presented row again, under the lock) · [`decide`](crate::session::RefreshExchange::decide) · Rotate: `UPDATE` the refresh row (`token`, `expires_at`, `abilities` with the replaced digest, `updated_at`), `UPDATE` the access row in place (`token`, `abilities`, `expires_at`, `created_at` = now, `last_used_at` = `NULL`) or `INSERT` it if it was pruned · Reuse: `DELETE` the session's rows (or all the user's) · Invalid: nothing |
-//! | [`revoke_sessions`](TokenStore::revoke_sessions) | lock the user's rows · read them · `DELETE … WHERE tokenable_type = ? AND tokenable_id = ?` for [`Sessions::All`](crate::session::Sessions::All) (Laravel's `$user->tokens()->delete()`), or `DELETE … WHERE id IN (…)` for the selected sessions |
+//! | [`revoke_sessions`](TokenStore::revoke_sessions) | lock the user's rows · read them · `DELETE … WHERE tokenable_type = ? AND tokenable_id = ?` for [`Sessions::All`] (Laravel's `$user->tokens()->delete()`), or `DELETE … WHERE id IN (…)` for the selected sessions |
 //! | [`list_sessions`](TokenStore::list_sessions) | one `SELECT` of the user's rows (one snapshot) |
-//! | [`prune_expired`](TokenStore::prune_expired) | `DELETE … WHERE tokenable_type = ? AND (expires_at < ? [OR created_at < ?])` |
-//! | [`touch_last_used`](TokenStore::touch_last_used) | `UPDATE … SET last_used_at = ?, updated_at = ? WHERE id = ? AND tokenable_type = ? AND created_at <= ?` |
+//! | [`prune_expired`](TokenStore::prune_expired) | `DELETE … WHERE tokenable_type = ? AND (expires_at < ? [OR created_at < ?])` (one statement, retried like the transactions) |
+//! | [`touch_last_used`](TokenStore::touch_last_used) | `UPDATE … SET last_used_at = ?, updated_at = ? WHERE id = ? AND tokenable_type = ? AND (created_at IS NULL OR created_at <= ?)` |
 //! | [`find_by_digest`](TokenStore::find_by_digest) | `SELECT … WHERE token = ? AND tokenable_type = ?`, only with [`SqlStore::legacy_tokens`] |
 //!
 //! So an exchange and a logout of the same user queue on the same row locks: if the exchange goes first,
@@ -157,7 +167,12 @@
 //! the same one through `MySqlConnectOptions::timezone` and `SqlStore::from_mysql_pool`. MySQL's
 //! `TIMESTAMP` ends at 2038-01-19 03:14:07: later expiry times are stored as that instant, so such
 //! tokens expire early rather than failing to insert. A `NULL` `created_at` reads as the Unix epoch (so a
-//! maximum token age rejects the token). A session's creation time is its refresh row's `created_at`
+//! maximum token age rejects the token). Values no timestamp type expects read safely, never as "no
+//! expiry": PostgreSQL's `infinity` and years after 9999 as 9999-12-31 23:59:59, `-infinity` and years
+//! before 1 as 0001-01-01; MySQL's zero date (`0000-00-00 00:00:00`) as 1970-01-01 00:00:01, long past,
+//! as Laravel's Carbon reads it. A value that cannot be decoded at all (say, text in a SQLite datetime
+//! column) makes the token [`Corrupt`](crate::store::StoreErrorKind::Corrupt) to read, while
+//! revocation, which needs only the row's id and session link, still deletes it. A session's creation time is its refresh row's `created_at`
 //! (the login), which exchanges keep; its access row's `created_at` is the last exchange.
 //!
 //! **`last_used_at`** is written by [`touch_last_used`](TokenStore::touch_last_used), which also sets

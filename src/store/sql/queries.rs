@@ -90,17 +90,38 @@ impl Queries {
             Backend::Postgres => user_id_as_column("?"),
             Backend::MySql | Backend::Sqlite => "?".to_owned(),
         };
-        // sqlx decodes MySQL `TIMESTAMP` only into zoned types; as `DATETIME` it is the same naive value.
-        let timestamp = |column: &str| match backend {
-            Backend::MySql => format!("CAST({} AS DATETIME)", q(column)),
-            Backend::Postgres | Backend::Sqlite => q(column),
+        // Every value a column can hold must decode, never panic and never read as "no expiry":
+        // - PostgreSQL holds `infinity`, `-infinity` and years beyond chrono's range (decoding those
+        //   overflows); they are clamped to years 1 and 9999, so `infinity` reads as far in the future and
+        //   `-infinity` as long ago.
+        // - MySQL's zero date `0000-00-00 00:00:00` (allowed without `NO_ZERO_DATE`) reads as long ago, as
+        //   Laravel's Carbon reads it; and sqlx decodes `TIMESTAMP` only into zoned types, so every value is
+        //   read as the same naive `DATETIME`.
+        let timestamp = |column: &str| {
+            let c = q(column);
+            match backend {
+                Backend::Postgres => format!(
+                    "CASE WHEN {c} < '0001-01-01' THEN TIMESTAMP '0001-01-01 00:00:00' \
+                     WHEN {c} > '9999-12-31 23:59:59' THEN TIMESTAMP '9999-12-31 23:59:59' ELSE {c}::timestamp END"
+                ),
+                Backend::MySql => format!(
+                    "CASE WHEN {c} < '1000-01-01' THEN CAST('1970-01-01 00:00:01' AS DATETIME) \
+                     ELSE CAST({c} AS DATETIME) END"
+                ),
+                Backend::Sqlite => c,
+            }
+        };
+        // PostgreSQL: `::text`, so that a `json`/`jsonb` abilities column (or a `citext` name) reads too.
+        let text = |column: &str| match backend {
+            Backend::Postgres => format!("{}::text", q(column)),
+            Backend::MySql | Backend::Sqlite => q(column),
         };
         let columns = [
             as_text("id"),
             as_text("tokenable_id"),
-            q("name"),
-            q("token"),
-            q("abilities"),
+            text("name"),
+            text("token"),
+            text("abilities"),
             timestamp("last_used_at"),
             timestamp("expires_at"),
             timestamp("created_at"),
@@ -243,14 +264,21 @@ fn number(sql: &str) -> String {
 mod tests {
     use super::*;
 
+    fn assert_starts_with(sql: &str, start: &str) {
+        assert!(sql.starts_with(start), "{sql}\ndoes not start with\n{start}");
+    }
+
     #[test]
     fn postgres_placeholders_are_numbered_in_order() {
         let q = Queries::new(Backend::Postgres, "tokens");
-        assert_eq!(
-            q.find,
-            "SELECT \"id\"::text, \"tokenable_id\"::text, \"name\", \"token\", \"abilities\", \"last_used_at\", \
-             \"expires_at\", \"created_at\" FROM \"tokens\" WHERE \"id\" = $1 AND \"tokenable_type\" = $2"
+        assert_starts_with(
+            &q.find,
+            "SELECT \"id\"::text, \"tokenable_id\"::text, \"name\"::text, \"token\"::text, \"abilities\"::text, \
+             CASE WHEN \"last_used_at\" < '0001-01-01' THEN TIMESTAMP '0001-01-01 00:00:00' \
+             WHEN \"last_used_at\" > '9999-12-31 23:59:59' THEN TIMESTAMP '9999-12-31 23:59:59' \
+             ELSE \"last_used_at\"::timestamp END, ",
         );
+        assert!(q.find.ends_with(" FROM \"tokens\" WHERE \"id\" = $1 AND \"tokenable_type\" = $2"));
         assert!(q
             .insert
             .contains("VALUES ($1, (SELECT r.\"tokenable_id\" FROM json_populate_record(NULL::\"tokens\", "));
@@ -277,7 +305,7 @@ mod tests {
             "DELETE FROM `personal_access_tokens` WHERE `tokenable_type` = ? AND `tokenable_id` = ?"
         );
         assert!(q.rows_of_user_locked.ends_with("ORDER BY `id` FOR UPDATE"));
-        assert!(q.find.contains("CAST(`created_at` AS DATETIME)"));
+        assert!(q.find.contains("ELSE CAST(`created_at` AS DATETIME) END"));
         assert!(q.advisory_lock.is_none());
         let q = Queries::new(Backend::Sqlite, "personal_access_tokens");
         assert!(q.lock_user.is_none(), "BEGIN IMMEDIATE serializes SQLite writers");

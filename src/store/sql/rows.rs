@@ -35,11 +35,14 @@ pub(super) struct Row {
     pub(super) last_used_at: Option<NaiveDateTime>,
     pub(super) expires_at: Option<NaiveDateTime>,
     pub(super) created_at: Option<NaiveDateTime>,
+    /// Why a column could not be decoded (it then reads as `NULL` here). Reading the row as a token
+    /// fails with it; revoking the row does not need it, so a logout works whatever a row holds.
+    pub(super) defect: Option<String>,
 }
 
 impl Row {
     /// Reads the columns of [`col`] (the id as text, so that `BIGINT`, `BIGINT UNSIGNED` and SQLite's
-    /// `INTEGER` read alike).
+    /// `INTEGER` read alike). Only an unreadable id is an error here.
     pub(super) fn read<R>(row: &R) -> Result<Self, StoreError>
     where
         R: sqlx::Row,
@@ -47,21 +50,21 @@ impl Row {
         for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
         for<'r> Option<NaiveDateTime>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     {
-        let get_text = |i: usize| row.try_get::<Option<String>, _>(i).map_err(StoreError::corrupt);
-        let get_time = |i: usize| row.try_get::<Option<NaiveDateTime>, _>(i).map_err(StoreError::corrupt);
-        let id = get_text(col::ID)?
+        let id = row
+            .try_get::<Option<String>, _>(col::ID)
+            .ok()
+            .flatten()
             .and_then(|id| id.parse::<TokenId>().ok())
             .ok_or_else(|| StoreError::corrupt("a row's id is not a non-negative integer"))?;
-        Ok(Self {
-            id,
-            tokenable_id: get_text(col::TOKENABLE_ID)?,
-            name: get_text(col::NAME)?,
-            token: get_text(col::TOKEN)?,
-            abilities: get_text(col::ABILITIES)?,
-            last_used_at: get_time(col::LAST_USED_AT)?,
-            expires_at: get_time(col::EXPIRES_AT)?,
-            created_at: get_time(col::CREATED_AT)?,
-        })
+        let mut defect = None;
+        let tokenable_id = lenient(&mut defect, row.try_get(col::TOKENABLE_ID));
+        let name = lenient(&mut defect, row.try_get(col::NAME));
+        let token = lenient(&mut defect, row.try_get(col::TOKEN));
+        let abilities = lenient(&mut defect, row.try_get(col::ABILITIES));
+        let last_used_at = lenient(&mut defect, row.try_get(col::LAST_USED_AT));
+        let expires_at = lenient(&mut defect, row.try_get(col::EXPIRES_AT));
+        let created_at = lenient(&mut defect, row.try_get(col::CREATED_AT));
+        Ok(Self { id, tokenable_id, name, token, abilities, last_used_at, expires_at, created_at, defect })
     }
 
     /// The row as a token, or `None` for a retired row (see [`Meaning::Retired`]). Strict: anything
@@ -69,6 +72,9 @@ impl Row {
     pub(super) fn record(&self, offset: FixedOffset) -> Result<Option<Token>, StoreError> {
         let id = self.id;
         let corrupt = |what: &str| StoreError::corrupt(format!("token {id}: {what}"));
+        if let Some(defect) = &self.defect {
+            return Err(corrupt(defect));
+        }
         let user_id = self.tokenable_id.as_deref().ok_or_else(|| corrupt("tokenable_id is NULL"))?;
         let digest = self
             .token
@@ -113,6 +119,14 @@ impl Row {
         let link = strings().find_map(|a| a.strip_prefix(SESSION)).and_then(|id| id.parse::<SessionId>().ok());
         (link.unwrap_or(SessionId::new(self.id)), false)
     }
+}
+
+/// The value of a column, or `None` with the first decoding error kept in `defect`.
+fn lenient<T>(defect: &mut Option<String>, value: Result<Option<T>, sqlx::Error>) -> Option<T> {
+    value.unwrap_or_else(|e| {
+        defect.get_or_insert_with(|| e.to_string());
+        None
+    })
 }
 
 /// A decoded token row: the record, and for a refresh token the refresh tokens it already exchanged.
@@ -345,6 +359,7 @@ mod tests {
             last_used_at: None,
             expires_at: None,
             created_at: None,
+            defect: None,
         }
     }
 
@@ -380,5 +395,9 @@ mod tests {
         let mut bad_token = row(4, None);
         bad_token.token = Some("not-a-sha256".into());
         assert!(bad_token.record(utc).is_err());
+        let mut undecodable = row(4, Some(r#"["*","tta:session:3"]"#));
+        undecodable.defect = Some("error decoding column 6".into());
+        assert!(undecodable.record(utc).is_err(), "strict reads report it");
+        assert_eq!(undecodable.session_leniently(), (SessionId::new(3), false), "revocation still places it");
     }
 }
