@@ -370,24 +370,31 @@ mod tests {
     }
 
     /// Two transactions locking two rows in opposite orders: the database breaks the deadlock by failing
-    /// one of them, with the error `is_retryable` must recognise.
-    async fn deadlock<DB: sqlx::Database>(pool: &sqlx::Pool<DB>, table: &str, placeholder: (&str, &str)) -> sqlx::Error
+    /// one of them, with an error `is_retryable` must recognise; an ordinary error it must not.
+    async fn a_deadlock_is_retryable<DB: sqlx::Database>(pool: sqlx::Pool<DB>, backend: Backend)
     where
         for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     {
-        let lock = |id: &str| format!("SELECT id FROM {table} WHERE id = {id} FOR UPDATE");
+        use sqlx::Executor as _;
+        let table = format!("tta_deadlock_{}", std::process::id());
+        let lock = |id: u8| format!("SELECT id FROM {table} WHERE id = {id} FOR UPDATE");
+        let mut setup = pool.acquire().await.unwrap();
+        setup.execute(format!("CREATE TABLE {table} (id int primary key)").as_str()).await.unwrap();
+        setup.execute(format!("INSERT INTO {table} VALUES (1), (2)").as_str()).await.unwrap();
         let (mut a, mut b) = (pool.begin().await.unwrap(), pool.begin().await.unwrap());
-        sqlx::Executor::execute(&mut *a, lock(placeholder.0).as_str()).await.unwrap();
-        sqlx::Executor::execute(&mut *b, lock(placeholder.1).as_str()).await.unwrap();
-        let (second_a, second_b) = (lock(placeholder.1), lock(placeholder.0));
-        let (ra, rb) = tokio::join!(
-            sqlx::Executor::execute(&mut *a, second_a.as_str()),
-            sqlx::Executor::execute(&mut *b, second_b.as_str())
-        );
-        match (ra, rb) {
+        a.execute(lock(1).as_str()).await.unwrap();
+        b.execute(lock(2).as_str()).await.unwrap();
+        let (second_a, second_b) = (lock(2), lock(1));
+        let (ra, rb) = tokio::join!(a.execute(second_a.as_str()), b.execute(second_b.as_str()));
+        drop((a, b));
+        let other = setup.execute("SELECT * FROM no_such_table_tta").await.err().expect("no such table");
+        setup.execute(format!("DROP TABLE {table}").as_str()).await.unwrap();
+        let deadlock = match (ra, rb) {
             (Err(e), _) | (_, Err(e)) => e,
             _ => panic!("no deadlock"),
-        }
+        };
+        assert!(is_retryable(backend, &TxError::Db(deadlock)));
+        assert!(!is_retryable(backend, &TxError::Db(other)));
     }
 
     #[cfg(feature = "postgres")]
@@ -396,17 +403,7 @@ mod tests {
         let Ok(url) = std::env::var("TOWER_TOKEN_AUTH_POSTGRES_URL") else {
             return println!("skipped: TOWER_TOKEN_AUTH_POSTGRES_URL is not set");
         };
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        let table = format!("tta_deadlock_{}", std::process::id());
-        sqlx::raw_sql(&format!("CREATE TABLE {table} (id int primary key); INSERT INTO {table} VALUES (1), (2)"))
-            .execute(&pool)
-            .await
-            .unwrap();
-        let e = deadlock(&pool, &table, ("1", "2")).await;
-        sqlx::raw_sql(&format!("DROP TABLE {table}")).execute(&pool).await.unwrap();
-        assert!(is_retryable(Backend::Postgres, &TxError::Db(e)));
-        let other = sqlx::query("SELECT * FROM no_such_table_tta").execute(&pool).await.unwrap_err();
-        assert!(!is_retryable(Backend::Postgres, &TxError::Db(other)));
+        a_deadlock_is_retryable(sqlx::PgPool::connect(&url).await.unwrap(), Backend::Postgres).await;
     }
 
     #[cfg(feature = "mysql")]
@@ -415,17 +412,7 @@ mod tests {
         let Ok(url) = std::env::var("TOWER_TOKEN_AUTH_MYSQL_URL") else {
             return println!("skipped: TOWER_TOKEN_AUTH_MYSQL_URL is not set");
         };
-        let pool = sqlx::MySqlPool::connect(&url).await.unwrap();
-        let table = format!("tta_deadlock_{}", std::process::id());
-        sqlx::raw_sql(&format!("CREATE TABLE {table} (id int primary key); INSERT INTO {table} VALUES (1), (2)"))
-            .execute(&pool)
-            .await
-            .unwrap();
-        let e = deadlock(&pool, &table, ("1", "2")).await;
-        sqlx::raw_sql(&format!("DROP TABLE {table}")).execute(&pool).await.unwrap();
-        assert!(is_retryable(Backend::MySql, &TxError::Db(e)));
-        let other = sqlx::query("SELECT * FROM no_such_table_tta").execute(&pool).await.unwrap_err();
-        assert!(!is_retryable(Backend::MySql, &TxError::Db(other)));
+        a_deadlock_is_retryable(sqlx::MySqlPool::connect(&url).await.unwrap(), Backend::MySql).await;
     }
 
     #[cfg(feature = "sqlite")]
