@@ -172,8 +172,9 @@
 //! before 1 as 0001-01-01; MySQL's zero date (`0000-00-00 00:00:00`) as 1970-01-01 00:00:01, long past,
 //! as Laravel's Carbon reads it. A value that cannot be decoded at all (say, text in a SQLite datetime
 //! column) makes the token [`Corrupt`](crate::store::StoreErrorKind::Corrupt) to read, while
-//! revocation, which needs only the row's id and session link, still deletes it. A session's creation time is its refresh row's `created_at`
-//! (the login), which exchanges keep; its access row's `created_at` is the last exchange.
+//! revocation, which needs only the row's id and session link, still deletes it. A session's creation
+//! time is its refresh row's `created_at` (the login), which exchanges keep; its access row's
+//! `created_at` is the last exchange.
 //!
 //! **`last_used_at`** is written by [`touch_last_used`](TokenStore::touch_last_used), which also sets
 //! `updated_at`, as Sanctum does on every request. The auth layer calls it only when last-used tracking
