@@ -1,26 +1,34 @@
-//! `SqlStore` against real databases: the store contract, and Sanctum interop vectors (rows written the
-//! way Laravel writes them, and rows written by the store read the way Laravel reads them).
+//! `SqlStore` against real databases: the store contract and the session race checks, the storage bound,
+//! and Sanctum interop both ways (rows written the way Laravel writes them, and rows written by the store
+//! read the way Laravel reads them).
 //!
 //! PostgreSQL and MySQL/MariaDB run when `TOWER_TOKEN_AUTH_POSTGRES_URL` / `TOWER_TOKEN_AUTH_MYSQL_URL`
-//! are set (e.g. `postgres://postgres@127.0.0.1:5432/test`, `mysql://root@127.0.0.1:3306/test`); SQLite
-//! always runs, on a temporary file. Every test uses its own table and drops it at the end.
+//! are set (e.g. `postgres://postgres@127.0.0.1:5432/test`, `mysql://root@127.0.0.1:3306/test`) and
+//! print `skipped: ...` otherwise; SQLite always runs, on temporary files and in memory. Every test uses
+//! its own table and drops it at the end. `TOWER_TOKEN_AUTH_SQL_ROUNDS` sets the race rounds (default
+//! 300) and `TOWER_TOKEN_AUTH_SQL_REFRESHES` the refreshes of the storage-bound checks (default 10,000).
 
 #![cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 #![cfg_attr(not(all(feature = "postgres", feature = "mysql", feature = "sqlite")), allow(dead_code, unused))]
 
-mod support;
-
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use chrono::{DateTime, FixedOffset};
-use support::contract::{fresh_user, now_secs, store_contract};
-use tower_token_auth::store::sql::SqlStore;
+use chrono::DateTime;
+use http::header::{HeaderValue, AUTHORIZATION};
+use http::HeaderMap;
+use tower_token_auth::refresh::{NewPair, RefreshError, RefreshTokens};
+use tower_token_auth::session::{NewSecret, NewSession, SessionId, SessionLimit, Sessions, WhenFull};
+use tower_token_auth::store::sql::{FixedOffset, SqlStore};
 use tower_token_auth::store::StoreErrorKind;
+use tower_token_auth::testing::{
+    bearer, fresh_user, now_secs, race_exchange_and_logout, race_presentations, rotated_tokens_are_bounded,
+    store_contract, works,
+};
 use tower_token_auth::token::{parse_token, TokenDigest};
-use tower_token_auth::{NewToken, TokenKind, TokenStore, TokenStoreExt, UserId};
+use tower_token_auth::{Abilities, NewToken, TokenKind, TokenStore, TokenStoreExt, UserId};
 
 const POSTGRES_URL: &str = "TOWER_TOKEN_AUTH_POSTGRES_URL";
 const MYSQL_URL: &str = "TOWER_TOKEN_AUTH_MYSQL_URL";
@@ -46,15 +54,52 @@ const BAD_CHECKSUM: (&str, &str) = (
     "f1fa02514d0724e2530fb2308428cbb938e0e0ea55616d79451776a89a0dccf0",
 );
 
+/// `t` truncated to whole seconds, as SQL stores keep it.
+fn secs(t: SystemTime) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs())
+}
+
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn rounds() -> usize {
+    env_count("TOWER_TOKEN_AUTH_SQL_ROUNDS", 300)
+}
+
+fn refreshes() -> usize {
+    env_count("TOWER_TOKEN_AUTH_SQL_REFRESHES", 10_000)
+}
+
+/// `Authorization: Bearer {id}|{secret}` for a token Laravel wrote.
+fn bearer_of(id: u64, secret: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {id}|{secret}")).unwrap());
+    headers
+}
+
+/// Sanctum's `PersonalAccessToken::can($ability)` on a raw `abilities` column, as PHP evaluates it:
+/// `json_decode($abilities, true)`, then `in_array('*', ...) || array_key_exists($ability, array_flip(...))`.
+fn laravel_can(abilities: &str, ability: &str) -> bool {
+    let decoded: serde_json::Value = serde_json::from_str(abilities).expect("PHP's json_decode reads it");
+    let list: Vec<&str> = decoded.as_array().expect("a JSON array").iter().filter_map(|v| v.as_str()).collect();
+    list.contains(&"*") || list.contains(&ability)
+}
+
+/// The abilities a Laravel app sees on a row, as PHP decodes them.
+fn laravel_abilities(abilities: &str) -> Vec<String> {
+    serde_json::from_str(abilities).expect("a JSON array of strings")
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Raw access to the database, as Laravel (PDO, bound parameters) would do it.
 
 #[derive(Clone)]
 enum Db {
     #[cfg(feature = "postgres")]
-    Pg(sqlx::PgPool),
+    Pg(sqlx::PgPool, String),
     #[cfg(feature = "mysql")]
-    My(sqlx::MySqlPool),
+    My(sqlx::MySqlPool, String),
     #[cfg(feature = "sqlite")]
     Lite(sqlx::SqlitePool, PathBuf),
 }
@@ -98,50 +143,86 @@ fn laravel_time(t: SystemTime) -> String {
 
 impl Db {
     #[cfg(feature = "postgres")]
-    async fn postgres() -> Option<(Db, String)> {
+    async fn postgres() -> Option<Db> {
         let Ok(url) = std::env::var(POSTGRES_URL) else {
             println!("skipped: {POSTGRES_URL} is not set");
             return None;
         };
         let pool = sqlx::postgres::PgPoolOptions::new().max_connections(3).connect(&url).await.unwrap();
-        Some((Db::Pg(pool), url))
+        Some(Db::Pg(pool, url))
     }
 
     #[cfg(feature = "mysql")]
-    async fn mysql() -> Option<(Db, String)> {
+    async fn mysql() -> Option<Db> {
         let Ok(url) = std::env::var(MYSQL_URL) else {
             println!("skipped: {MYSQL_URL} is not set");
             return None;
         };
         let pool = sqlx::mysql::MySqlPoolOptions::new().max_connections(3).connect(&url).await.unwrap();
-        Some((Db::My(pool), url))
+        Some(Db::My(pool, url))
     }
 
     #[cfg(feature = "sqlite")]
-    async fn sqlite() -> (Db, String) {
+    async fn sqlite() -> Db {
         let path = std::env::temp_dir().join(format!("tower-token-auth-{}.sqlite", unique_suffix()));
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(3).connect(&url).await.unwrap();
-        (Db::Lite(pool, path), url)
+        Db::Lite(pool, path)
     }
 
-    /// A store on this database's pool, using `table`.
+    /// Another pool on the same database (`with_table` closes the pool it is given).
+    async fn reopen(&self) -> Db {
+        match self {
+            #[cfg(feature = "postgres")]
+            Db::Pg(_, url) => Db::Pg(sqlx::PgPool::connect(url).await.unwrap(), url.clone()),
+            #[cfg(feature = "mysql")]
+            Db::My(_, url) => Db::My(sqlx::MySqlPool::connect(url).await.unwrap(), url.clone()),
+            #[cfg(feature = "sqlite")]
+            Db::Lite(..) => Db::sqlite().await,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "postgres")]
+            Db::Pg(..) => "PostgreSQL",
+            #[cfg(feature = "mysql")]
+            Db::My(..) => "MariaDB",
+            #[cfg(feature = "sqlite")]
+            Db::Lite(..) => "SQLite",
+        }
+    }
+
+    /// A store on this database's (small, shared) pool, using `table`.
     fn store(&self, table: &str) -> SqlStore {
         let store = match self {
             #[cfg(feature = "postgres")]
-            Db::Pg(pool) => SqlStore::from_pg_pool(pool.clone()),
+            Db::Pg(pool, _) => SqlStore::from_pg_pool(pool.clone()),
             #[cfg(feature = "mysql")]
-            Db::My(pool) => SqlStore::from_mysql_pool(pool.clone()),
+            Db::My(pool, _) => SqlStore::from_mysql_pool(pool.clone()),
             #[cfg(feature = "sqlite")]
             Db::Lite(pool, _) => SqlStore::from_sqlite_pool(pool.clone()),
         };
         store.table(table)
     }
 
+    /// A store with a pool of its own (`SqlStore::connect`), for the races.
+    async fn connected_store(&self, table: &str) -> SqlStore {
+        let url = match self {
+            #[cfg(feature = "postgres")]
+            Db::Pg(_, url) => url.clone(),
+            #[cfg(feature = "mysql")]
+            Db::My(_, url) => url.clone(),
+            #[cfg(feature = "sqlite")]
+            Db::Lite(_, path) => format!("sqlite://{}", path.display()),
+        };
+        SqlStore::connect(&url).await.unwrap().table(table)
+    }
+
     fn quote(&self, name: &str) -> String {
         match self {
             #[cfg(feature = "mysql")]
-            Db::My(_) => format!("`{name}`"),
+            Db::My(..) => format!("`{name}`"),
             _ => format!("\"{name}\""),
         }
     }
@@ -150,9 +231,9 @@ impl Db {
     fn as_text(&self, column: &str) -> String {
         match self {
             #[cfg(feature = "postgres")]
-            Db::Pg(_) => format!("{column}::text"),
+            Db::Pg(..) => format!("{column}::text"),
             #[cfg(feature = "mysql")]
-            Db::My(_) => format!("CAST({column} AS CHAR)"),
+            Db::My(..) => format!("CAST({column} AS CHAR)"),
             #[cfg(feature = "sqlite")]
             Db::Lite(..) => format!("CAST({column} AS TEXT)"),
         }
@@ -161,9 +242,9 @@ impl Db {
     async fn exec(&self, sql: &str) {
         match self {
             #[cfg(feature = "postgres")]
-            Db::Pg(pool) => drop(sqlx::raw_sql(sql).execute(pool).await.unwrap()),
+            Db::Pg(pool, _) => drop(sqlx::raw_sql(sql).execute(pool).await.unwrap()),
             #[cfg(feature = "mysql")]
-            Db::My(pool) => drop(sqlx::raw_sql(sql).execute(pool).await.unwrap()),
+            Db::My(pool, _) => drop(sqlx::raw_sql(sql).execute(pool).await.unwrap()),
             #[cfg(feature = "sqlite")]
             Db::Lite(pool, _) => drop(sqlx::raw_sql(sql).execute(pool).await.unwrap()),
         }
@@ -188,7 +269,7 @@ impl Db {
         }
         match self {
             #[cfg(feature = "postgres")]
-            Db::Pg(pool) => {
+            Db::Pg(pool, _) => {
                 // PDO sends untyped parameters; sqlx types them as text, so cast like PostgreSQL would.
                 let sql = format!(
                     "INSERT INTO {t} ({columns}) VALUES ($1, $2, $3, $4, $5, $6::timestamp, $7::timestamp, $8::timestamp) RETURNING id"
@@ -197,7 +278,7 @@ impl Db {
                 id as u64
             }
             #[cfg(feature = "mysql")]
-            Db::My(pool) => {
+            Db::My(pool, _) => {
                 let sql = format!("INSERT INTO {t} ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
                 bind_row!(sqlx::query(&sql)).execute(pool).await.unwrap().last_insert_id()
             }
@@ -214,21 +295,26 @@ impl Db {
         let sql = format!("SELECT {} FROM {} WHERE id = {id}", self.as_text(column), self.quote(table));
         match self {
             #[cfg(feature = "postgres")]
-            Db::Pg(pool) => sqlx::query_scalar(&sql).fetch_optional(pool).await.unwrap().flatten(),
+            Db::Pg(pool, _) => sqlx::query_scalar(&sql).fetch_optional(pool).await.unwrap().flatten(),
             #[cfg(feature = "mysql")]
-            Db::My(pool) => sqlx::query_scalar(&sql).fetch_optional(pool).await.unwrap().flatten(),
+            Db::My(pool, _) => sqlx::query_scalar(&sql).fetch_optional(pool).await.unwrap().flatten(),
             #[cfg(feature = "sqlite")]
             Db::Lite(pool, _) => sqlx::query_scalar(&sql).fetch_optional(pool).await.unwrap().flatten(),
         }
     }
 
-    async fn count(&self, table: &str) -> i64 {
-        let sql = format!("SELECT COUNT(*) FROM {}", self.quote(table));
+    /// Rows of the table, all or only those whose `tokenable_id` reads as `user` (as text).
+    async fn count(&self, table: &str, user: Option<&UserId>) -> i64 {
+        let filter = match user {
+            Some(user) => format!(" WHERE {} = '{user}'", self.as_text("tokenable_id")),
+            None => String::new(),
+        };
+        let sql = format!("SELECT COUNT(*) FROM {}{filter}", self.quote(table));
         match self {
             #[cfg(feature = "postgres")]
-            Db::Pg(pool) => sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap(),
+            Db::Pg(pool, _) => sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap(),
             #[cfg(feature = "mysql")]
-            Db::My(pool) => sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap(),
+            Db::My(pool, _) => sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap(),
             #[cfg(feature = "sqlite")]
             Db::Lite(pool, _) => sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap(),
         }
@@ -256,19 +342,23 @@ impl Db {
     async fn close(&self) {
         match self {
             #[cfg(feature = "postgres")]
-            Db::Pg(pool) => pool.close().await,
+            Db::Pg(pool, _) => pool.close().await,
             #[cfg(feature = "mysql")]
-            Db::My(pool) => pool.close().await,
+            Db::My(pool, _) => pool.close().await,
             #[cfg(feature = "sqlite")]
             Db::Lite(pool, path) => {
                 pool.close().await;
-                for suffix in ["", "-journal", "-wal", "-shm"] {
-                    let mut file = path.clone().into_os_string();
-                    file.push(suffix);
-                    let _ = std::fs::remove_file(file);
-                }
+                remove_sqlite_files(path);
             }
         }
+    }
+}
+
+fn remove_sqlite_files(path: &std::path::Path) {
+    for suffix in ["", "-journal", "-wal", "-shm"] {
+        let mut file = path.to_path_buf().into_os_string();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
     }
 }
 
@@ -276,15 +366,140 @@ impl Db {
 // The checks, shared by every backend.
 
 /// The contract, on a store built by `SqlStore::connect(url)`.
-async fn contract(db: Db, url: String) {
-    db.with_table(|_db, table| async move {
-        let store = SqlStore::connect(&url).await.unwrap().table(&table);
-        store_contract(store).await;
+async fn contract(db: Db) {
+    db.with_table(|db, table| async move {
+        let store = db.connected_store(&table).await;
+        store_contract(|| store.clone()).await;
     })
     .await;
 }
 
-/// Rows written the way Laravel writes them are read correctly.
+/// Simultaneous presentations of one refresh token, and an exchange racing a logout, for real.
+async fn races(db: Db) {
+    let name = db.name();
+    let db_again = db.reopen().await;
+    db.with_table(move |db, table| async move {
+        let store = db.connected_store(&table).await;
+        let rounds = rounds();
+        let started = Instant::now();
+        let report = race_presentations(store.clone(), rounds, 4).await;
+        println!("{name}, 4 simultaneous presentations: {report} ({:.1?})", started.elapsed());
+        assert_eq!(report.leaks, 0, "{report}");
+        assert_eq!(report.exchanges, rounds, "exactly one winner per round: {report}");
+        let started = Instant::now();
+        let report = race_exchange_and_logout(store.clone(), rounds).await;
+        println!("{name}, exchange racing logout: {report} ({:.1?})", started.elapsed());
+        assert_eq!(report.leaks, 0, "{report}");
+        assert_eq!(db.count(&table, None).await, 0, "every round logged its user out: no row is left");
+    })
+    .await;
+    races_with_inserting_exchanges(db_again).await;
+}
+
+/// The races again, on sessions whose access row was pruned, so that the exchange INSERTs a row (the
+/// case where a statement whose snapshot predates the insert would miss it): once a logout has returned,
+/// or reuse has been detected, the user has no row left at all.
+async fn races_with_inserting_exchanges(db: Db) {
+    let name = db.name();
+    db.with_table(move |db, table| async move {
+        let store = db.connected_store(&table).await;
+        let tokens = RefreshTokens::new(store.clone());
+        let (rounds, mut leaks, mut exchanges) = (rounds(), 0, 0);
+        let started = Instant::now();
+        for round in 0..rounds {
+            let user = fresh_user();
+            let pair = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
+            let t = db.quote(&table);
+            db.exec(&format!("DELETE FROM {t} WHERE id = {}", pair.access.record.id)).await;
+            let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(if round % 2 == 0 { 2 } else { 4 }));
+            let mut tasks = Vec::new();
+            if round % 2 == 0 {
+                // An exchange racing a logout.
+                let (tokens, headers, b) = (tokens.clone(), bearer(&pair.refresh), barrier.clone());
+                tasks.push(tokio::spawn(async move {
+                    b.wait().await;
+                    tokens.exchange(&headers).await.is_ok()
+                }));
+                let (store, user, b) = (store.clone(), user.clone(), barrier.clone());
+                tasks.push(tokio::spawn(async move {
+                    b.wait().await;
+                    store.revoke_all_for_user(&user).await.unwrap();
+                    false
+                }));
+            } else {
+                // Four presentations of one refresh token: one wins, a second is reuse.
+                for _ in 0..4 {
+                    let (tokens, headers, b) = (tokens.clone(), bearer(&pair.refresh), barrier.clone());
+                    tasks.push(tokio::spawn(async move {
+                        b.wait().await;
+                        match tokens.exchange(&headers).await {
+                            Ok(_) => true,
+                            Err(RefreshError::Reused { .. } | RefreshError::Invalid) => false,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }));
+                }
+            }
+            for task in tasks {
+                exchanges += usize::from(task.await.unwrap());
+            }
+            leaks += usize::from(db.count(&table, Some(&user)).await > 0);
+        }
+        println!(
+            "{name}, exchanges inserting their access row, racing logouts and reuse: {rounds} rounds, {leaks} leaks, \
+             {exchanges} exchanges ({:.1?})",
+            started.elapsed()
+        );
+        assert_eq!(leaks, 0);
+    })
+    .await;
+}
+
+/// `rotated_tokens_are_bounded` with many refreshes, then the rows one session holds after as many.
+async fn storage_is_bounded(db: Db) {
+    let name = db.name();
+    db.with_table(move |db, table| async move {
+        let store = db.connected_store(&table).await;
+        let n = refreshes();
+        let started = Instant::now();
+        rotated_tokens_are_bounded(store.clone(), n).await;
+        println!("{name}: rotated_tokens_are_bounded({n}) in {:.1?}", started.elapsed());
+
+        let tokens = RefreshTokens::new(store.clone());
+        let user = fresh_user();
+        let first = tokens.issue_pair(NewPair::new(user.clone()).name("phone")).await.unwrap();
+        let mut pair = first.clone();
+        let started = Instant::now();
+        // Laps show whether an exchange gets slower as the session's rows are rewritten (it should not).
+        let (lap_size, mut lap) = ((n / 5).max(1), Instant::now());
+        for i in 0..n {
+            pair = tokens.exchange(&bearer(&pair.refresh)).await.unwrap();
+            if (i + 1) % lap_size == 0 {
+                let each = lap.elapsed() / lap_size as u32;
+                println!("{name}: exchanges {}..{}: {each:.2?} each", i + 1 - lap_size, i + 1);
+                lap = Instant::now();
+            }
+        }
+        let per_exchange = started.elapsed() / n.max(1) as u32;
+        let rows = db.count(&table, Some(&user)).await;
+        println!("{name}: {rows} rows for one session after {n} refreshes ({per_exchange:.2?} per exchange)");
+        assert_eq!(rows, 2, "one access and one refresh row, updated in place");
+        assert_eq!(pair.refresh.record.id, first.refresh.record.id, "the refresh row keeps its id");
+        assert_eq!(pair.access.record.id, first.access.record.id, "the access row is overwritten in place");
+        assert!(works(&store, &pair.access).await && works(&store, &pair.refresh).await);
+        assert!(!works(&store, &first.access).await, "the first access token died at the first exchange");
+        let abilities = db.text(&table, pair.refresh.record.id, "abilities").await.unwrap();
+        let rotated = laravel_abilities(&abilities).iter().filter(|a| a.starts_with("tta:rotated:")).count();
+        assert_eq!(rotated, tower_token_auth::session::DEFAULT_KEEP_ROTATED, "{abilities}");
+        let sessions = store.list_sessions(&user).await.unwrap();
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(sessions[0].created_at, secs(first.access.record.created_at), "the session began at the login");
+        assert_eq!(store.revoke_all_for_user(&user).await.unwrap(), 2);
+    })
+    .await;
+}
+
+/// Rows written the way Laravel writes them are read correctly, and list as one-token sessions.
 async fn reads_laravel_rows(db: Db) {
     db.with_table(|db, table| async move {
         let store = db.store(&table);
@@ -310,6 +525,7 @@ async fn reads_laravel_rows(db: Db) {
             assert!(found.digest.ct_eq(&TokenDigest::of(parsed.secret())), "{secret} is accepted");
             assert!(!found.digest.ct_eq(&TokenDigest::of(b"wrong")));
             assert_eq!(found.id, id);
+            assert_eq!(found.session_id, SessionId::new(id), "a Laravel row is a session of its own");
             assert_eq!(found.user_id, UserId::from(42u64));
             assert_eq!(found.kind, TokenKind::Access);
             assert_eq!(found.name, "laptop");
@@ -326,6 +542,15 @@ async fn reads_laravel_rows(db: Db) {
         assert!(found.abilities.can("posts:read") && found.abilities.can("posts/write") && found.abilities.can("café"));
         assert!(!found.abilities.can("admin"));
 
+        // Each Laravel row is one session, listed newest first.
+        let sessions = store.list_sessions(&42u64.into()).await.unwrap();
+        let ids: Vec<u64> = sessions.iter().map(|s| s.id.get()).collect();
+        assert_eq!(ids, [bad_checksum_id, prefixed_id, legacy_id, current_id], "{sessions:?}");
+        assert_eq!(sessions[3].created_at, now - hour);
+        assert_eq!(sessions[3].expires_at, Some(now + hour));
+        assert_eq!(sessions[0].expires_at, None, "a token that never expires");
+        assert!(sessions[1].abilities.can("posts/write") && !sessions[1].abilities.can("admin"));
+
         // Expired: the store still returns it; rejecting it is the layer's job.
         let mut expired = LaravelRow::new(CURRENT.1, laravel_time(now - 48 * hour));
         expired.token = "0000000000000000000000000000000000000000000000000000000000000001";
@@ -340,23 +565,10 @@ async fn reads_laravel_rows(db: Db) {
         admin.tokenable_type = "App\\Models\\Admin";
         let admin_id = db.insert_laravel(&table, &admin).await;
         assert!(store.find(admin_id).await.unwrap().is_none());
-        assert!(!store.revoke(admin_id).await.unwrap());
-        assert!(!store.mark_refresh_rotated(admin_id).await.unwrap());
+        assert!(!store.revoke_session(&42u64.into(), SessionId::new(admin_id)).await.unwrap());
         let admin_store = db.store(&table).tokenable_type("App\\Models\\Admin");
         assert_eq!(admin_store.find(admin_id).await.unwrap().unwrap().user_id, UserId::from(42u64));
         assert!(admin_store.find(current_id).await.unwrap().is_none());
-
-        // A refresh token as Laravel apps write it, rotated once.
-        let mut refresh =
-            LaravelRow::new("0000000000000000000000000000000000000000000000000000000000000003", laravel_time(now));
-        refresh.abilities = Some(r#"["issue-access-token"]"#);
-        let refresh_id = db.insert_laravel(&table, &refresh).await;
-        assert_eq!(store.find(refresh_id).await.unwrap().unwrap().kind, TokenKind::Refresh);
-        assert!(store.mark_refresh_rotated(refresh_id).await.unwrap());
-        assert!(!store.mark_refresh_rotated(refresh_id).await.unwrap());
-        assert_eq!(store.find(refresh_id).await.unwrap().unwrap().kind, TokenKind::RotatedRefresh);
-        assert_eq!(db.text(&table, refresh_id, "abilities").await.as_deref(), Some(r#"["rotated-refresh-token"]"#));
-        assert!(!store.mark_refresh_rotated(current_id).await.unwrap(), "[\"*\"] is not a refresh token");
 
         // last_used_at and updated_at, as Sanctum's guard writes them.
         let used = now - Duration::from_secs(5);
@@ -364,15 +576,24 @@ async fn reads_laravel_rows(db: Db) {
         assert_eq!(db.text(&table, current_id, "last_used_at").await, Some(laravel_time(used)));
         assert_eq!(db.text(&table, current_id, "updated_at").await, Some(laravel_time(used)));
         assert_eq!(store.find(current_id).await.unwrap().unwrap().last_used_at, Some(used));
+        // A touch dated before the row was created is for a token since replaced in place: dropped.
+        store.touch_last_used(current_id, now - 2 * hour).await.unwrap();
+        assert_eq!(store.find(current_id).await.unwrap().unwrap().last_used_at, Some(used));
 
-        // A NULL abilities column grants nothing; an unreadable token column is corrupt, not "not found".
+        // A NULL abilities column grants nothing; unreadable columns are corrupt, not "not found".
         let mut no_abilities =
             LaravelRow::new("0000000000000000000000000000000000000000000000000000000000000004", laravel_time(now));
         no_abilities.abilities = None;
         let id = db.insert_laravel(&table, &no_abilities).await;
         assert!(!store.find(id).await.unwrap().unwrap().abilities.can("anything"));
-        let id = db.insert_laravel(&table, &LaravelRow::new("not-a-sha256", laravel_time(now))).await;
-        assert_eq!(store.find(id).await.unwrap_err().kind(), StoreErrorKind::Corrupt);
+        let bad_token_id = db.insert_laravel(&table, &LaravelRow::new("not-a-sha256", laravel_time(now))).await;
+        assert_eq!(store.find(bad_token_id).await.unwrap_err().kind(), StoreErrorKind::Corrupt);
+        let mut bad_json =
+            LaravelRow::new("0000000000000000000000000000000000000000000000000000000000000005", laravel_time(now));
+        bad_json.abilities = Some("{\"0\":\"posts:read\"}");
+        let bad_json_id = db.insert_laravel(&table, &bad_json).await;
+        assert_eq!(store.find(bad_json_id).await.unwrap_err().kind(), StoreErrorKind::Corrupt);
+        assert_eq!(store.list_sessions(&42u64.into()).await.unwrap_err().kind(), StoreErrorKind::Corrupt);
 
         // A timezone offset shifts the naive timestamps.
         let berlin_winter = db.store(&table).timezone_offset(FixedOffset::east_opt(3600).unwrap());
@@ -382,40 +603,86 @@ async fn reads_laravel_rows(db: Db) {
         assert!(store.find(u64::MAX).await.unwrap().is_none());
         assert!(store.find(i64::MAX as u64 + 1).await.unwrap().is_none());
 
-        // Logout everywhere for user 42 deletes every App\Models\User row, and only those.
-        let total = db.count(&table).await;
+        // Logging out one session by its id takes exactly that row, even a corrupt one.
+        assert_eq!(
+            store.revoke_sessions(&42u64.into(), Sessions::Only(SessionId::new(bad_token_id))).await.unwrap(),
+            1
+        );
+        assert!(db.text(&table, bad_token_id, "token").await.is_none());
+
+        // Logout everywhere for user 42 deletes every App\Models\User row, unreadable ones included.
+        let total = db.count(&table, None).await;
         let removed = store.revoke_all_for_user(&42u64.into()).await.unwrap();
         assert_eq!(removed as i64, total - 1);
+        assert_eq!(db.count(&table, None).await, 1);
         assert!(admin_store.find(admin_id).await.unwrap().is_some());
     })
     .await;
 }
 
-/// Id-less legacy tokens are found by digest only when enabled.
-async fn finds_legacy_tokens_only_when_enabled(db: Db) {
+/// Refresh tokens as Laravel apps write them exchange into sessions of two; the previous version's
+/// rotated rows never authenticate nor exchange.
+async fn exchanges_laravel_refresh_rows(db: Db) {
     db.with_table(|db, table| async move {
+        let store = db.store(&table);
+        let tokens = RefreshTokens::new(store.clone());
         let now = now_secs();
-        let id = db.insert_laravel(&table, &LaravelRow::new(LEGACY_80.1, laravel_time(now))).await;
-        let mut admin = LaravelRow::new(CURRENT.1, laravel_time(now));
-        admin.tokenable_type = "App\\Models\\Admin";
-        db.insert_laravel(&table, &admin).await;
+        let user = UserId::from(42u64);
 
-        let digest = TokenDigest::of(LEGACY_80.0.as_bytes());
-        assert!(db.store(&table).find_by_digest(&digest).await.unwrap().is_none(), "off by default");
-        assert!(db.store(&table).legacy_tokens(false).find_by_digest(&digest).await.unwrap().is_none());
-        let store = db.store(&table).legacy_tokens(true);
-        let found = store.find_by_digest(&digest).await.unwrap().expect("legacy token is found");
-        assert_eq!(found.id, id);
-        assert!(found.digest.ct_eq(&digest));
-        assert_eq!(found.user_id, UserId::from(42u64));
-        let other_type = TokenDigest::of(CURRENT.0.as_bytes());
-        assert!(store.find_by_digest(&other_type).await.unwrap().is_none(), "other tokenable_type");
-        assert!(store.find_by_digest(&TokenDigest::of(b"unknown")).await.unwrap().is_none());
+        let access_id = db.insert_laravel(&table, &LaravelRow::new(LEGACY_80.1, laravel_time(now))).await;
+        let mut refresh = LaravelRow::new(CURRENT.1, laravel_time(now));
+        refresh.abilities = Some(r#"["issue-access-token"]"#);
+        refresh.name = "phone";
+        let refresh_id = db.insert_laravel(&table, &refresh).await;
+        let found = store.find(refresh_id).await.unwrap().unwrap();
+        assert_eq!(found.kind, TokenKind::Refresh);
+        assert_eq!(found.abilities, Abilities::all(), "a Laravel refresh token grants everything");
+        assert_eq!(store.list_sessions(&user).await.unwrap().len(), 2);
+
+        let pair = tokens.exchange(&bearer_of(refresh_id, CURRENT.0)).await.unwrap();
+        assert_eq!(pair.session_id(), SessionId::new(refresh_id));
+        assert_eq!(pair.refresh.record.id, refresh_id, "the refresh row keeps its id");
+        assert!(pair.access.record.abilities.can("anything"));
+        assert_eq!(pair.access.record.name, "phone");
+        let row = db.text(&table, pair.access.record.id, "abilities").await.unwrap();
+        assert_eq!(laravel_abilities(&row), ["*".to_owned(), format!("tta:session:{refresh_id}")]);
+        let row = db.text(&table, refresh_id, "abilities").await.unwrap();
+        assert!(laravel_can(&row, "issue-access-token"), "still a refresh token to Laravel: {row}");
+        assert!(!laravel_can(&row, "posts:read"), "a refresh row passes no ability check: {row}");
+        let sessions = store.list_sessions(&user).await.unwrap();
+        assert_eq!(sessions.len(), 2, "still two sessions: {sessions:?}");
+        assert_eq!(sessions.iter().map(|s| s.id.get()).collect::<Vec<_>>(), [refresh_id, access_id]);
+        assert!(matches!(
+            tokens.exchange(&bearer_of(refresh_id, CURRENT.0)).await,
+            Err(RefreshError::Reused { revoked: 2, .. })
+        ));
+        assert!(store.find(refresh_id).await.unwrap().is_none());
+        assert!(store.find(access_id).await.unwrap().is_some(), "the other session is spared");
+
+        // A PHP-escaped refresh row (json_encode writes "\/" and "\u00e9") grants what it says.
+        let mut escaped = LaravelRow::new(PREFIXED.1, laravel_time(now));
+        escaped.abilities = Some(r#"["issue-access-token","tta:grant:posts\/write","tta:grant:caf\u00e9"]"#);
+        let escaped_id = db.insert_laravel(&table, &escaped).await;
+        let pair = tokens.exchange(&bearer_of(escaped_id, PREFIXED.0)).await.unwrap();
+        let granted: Vec<&str> = pair.access.record.abilities.iter().collect();
+        assert_eq!(granted, ["posts/write", "café"]);
+        let found = store.find(pair.access.record.id).await.unwrap().unwrap();
+        assert!(found.abilities.can("posts/write") && !found.abilities.can("posts:read"));
+
+        // Version 0.1 marked exchanged refresh tokens `["rotated-refresh-token"]`: dead rows.
+        let mut retired = LaravelRow::new(BAD_CHECKSUM.1, laravel_time(now));
+        retired.abilities = Some(r#"["rotated-refresh-token"]"#);
+        let retired_id = db.insert_laravel(&table, &retired).await;
+        assert!(store.find(retired_id).await.unwrap().is_none(), "never authenticates");
+        assert!(matches!(tokens.exchange(&bearer_of(retired_id, BAD_CHECKSUM.0)).await, Err(RefreshError::Invalid)));
+        assert!(store.list_sessions(&user).await.unwrap().iter().all(|s| s.id.get() != retired_id));
+        assert_eq!(store.revoke_all_for_user(&user).await.unwrap(), 3, "live tokens only: the dead row is not one");
+        assert_eq!(db.count(&table, None).await, 0, "but it is deleted with the rest");
     })
     .await;
 }
 
-/// Tokens issued by the store are rows Laravel can read.
+/// Tokens issued by the store are rows Laravel can read, and authenticate with, and ability-check.
 async fn issued_tokens_are_laravel_rows(db: Db) {
     db.with_table(|db, table| async move {
         let now = now_secs();
@@ -452,15 +719,51 @@ async fn issued_tokens_are_laravel_rows(db: Db) {
         assert_eq!(text("expires_at").await, Some(laravel_time(now + Duration::from_secs(60))));
         assert_eq!(text("last_used_at").await, None);
 
-        let refresh = store.issue(NewToken::refresh(user.clone()).abilities(["ignored"])).await.unwrap();
-        assert_eq!(db.text(&table, refresh.record.id, "abilities").await.as_deref(), Some(r#"["issue-access-token"]"#));
+        // A refresh token on its own records what it grants, prefixed so Laravel never grants it.
+        let refresh = store.issue(NewToken::refresh(user.clone()).abilities(["posts:read"])).await.unwrap();
+        let row = db.text(&table, refresh.record.id, "abilities").await.unwrap();
+        assert_eq!(laravel_abilities(&row), ["issue-access-token", "tta:grant:posts:read"]);
+        assert!(laravel_can(&row, "issue-access-token") && !laravel_can(&row, "posts:read"));
+
+        // A login's pair, before and after an exchange, as Sanctum's guard and tokenCan see it.
+        let tokens = RefreshTokens::new(store.clone());
+        for abilities in [vec!["posts:read", "posts/write", "café"], vec!["*"], vec![]] {
+            let login = NewPair::new(user.clone()).name("tablet").abilities(abilities.clone());
+            let first = tokens.issue_pair(login).await.unwrap();
+            let second = tokens.exchange(&bearer(&first.refresh)).await.unwrap();
+            for pair in [&first, &second] {
+                let access = db.text(&table, pair.access.record.id, "abilities").await.unwrap();
+                let session = format!("tta:session:{}", pair.refresh.record.id);
+                let expected: Vec<String> = abilities.iter().map(|a| a.to_string()).chain([session]).collect();
+                assert_eq!(laravel_abilities(&access), expected, "verbatim, then the session link");
+                for probe in ["posts:read", "posts/write", "café", "admin", "issue-access-token"] {
+                    let ours = pair.access.record.abilities.can(probe);
+                    assert_eq!(laravel_can(&access, probe), ours, "tokenCan({probe:?}) on {access}");
+                }
+                let refresh = db.text(&table, pair.refresh.record.id, "abilities").await.unwrap();
+                assert!(laravel_can(&refresh, "issue-access-token"), "{refresh}");
+                for probe in ["posts:read", "café", "admin"] {
+                    assert!(!laravel_can(&refresh, probe), "a refresh row grants nothing to Laravel: {refresh}");
+                }
+            }
+            // Sanctum's guard: find($id), then hash_equals($row->token, hash('sha256', $secret)).
+            for (issued, live) in [(&second.access, true), (&second.refresh, true), (&first.access, false)] {
+                let plain = issued.plain_text.expose();
+                let (id, secret) = plain.split_once('|').unwrap();
+                let stored = db.text(&table, id.parse().unwrap(), "token").await;
+                let matches = stored == Some(TokenDigest::of(secret.as_bytes()).to_hex());
+                assert_eq!(matches, live, "token {id}");
+            }
+            let created = db.text(&table, second.access.record.id, "created_at").await;
+            assert_eq!(created, Some(laravel_time(second.access.record.created_at)), "issued at the exchange");
+        }
 
         // A morph-map alias is just another tokenable_type; the stores do not see each other's rows.
         let aliased = db.store(&table).tokenable_type("user");
         let other = aliased.issue(NewToken::access(user.clone())).await.unwrap();
         assert_eq!(db.text(&table, other.record.id, "tokenable_type").await.as_deref(), Some("user"));
         assert!(store.find(other.record.id).await.unwrap().is_none());
-        assert_eq!(store.revoke_all_for_user(&user).await.unwrap(), 2);
+        assert_eq!(store.revoke_all_for_user(&user).await.unwrap(), 8);
         assert!(aliased.find(other.record.id).await.unwrap().is_some());
 
         // Far-future expiry: stored (clamped on MySQL's TIMESTAMP), never an insert failure.
@@ -476,16 +779,158 @@ async fn issued_tokens_are_laravel_rows(db: Db) {
     .await;
 }
 
+/// Reserved abilities never reach the table, not even in a `NewSession` built by hand: the previous
+/// version let `NewToken::access(5).abilities(["issue-access-token"])` read back as a refresh token
+/// (on MariaDB among others), whose exchange minted a `["*"]` access token.
+async fn reserved_abilities_are_refused(db: Db) {
+    db.with_table(|db, table| async move {
+        let store = db.store(&table);
+        let err = store.issue(NewToken::access(5u64).abilities(["issue-access-token"])).await.unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::InvalidInput, "{err}");
+        let tokens = RefreshTokens::new(store.clone());
+        let err = tokens.issue_pair(NewPair::new(5u64).abilities(["tta:grant:*"])).await.unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::InvalidInput, "{err}");
+        let secret = NewSecret { digest: TokenDigest::of(b"forged"), expires_at: None };
+        for reserved in ["issue-access-token", "rotated-refresh-token", "tta:session:1", "tta:rotated:x:1"] {
+            let forged = NewSession {
+                user_id: 5u64.into(),
+                name: "forged".into(),
+                abilities: [reserved].into_iter().collect(),
+                created_at: now_secs(),
+                access: Some(secret),
+                refresh: None,
+                limit: SessionLimit::default(),
+            };
+            let err = store.insert(forged).await.unwrap_err();
+            assert_eq!(err.kind(), StoreErrorKind::InvalidInput, "{reserved}: {err}");
+        }
+        assert_eq!(db.count(&table, None).await, 0, "nothing was stored");
+        // So a plain access token can never be exchanged.
+        let access = store.issue(NewToken::access(5u64).abilities(["posts:read"])).await.unwrap();
+        assert_eq!(store.find(access.record.id).await.unwrap().unwrap().kind, TokenKind::Access);
+        assert!(matches!(tokens.exchange(&bearer(&access)).await, Err(RefreshError::Invalid)));
+        assert_eq!(db.count(&table, None).await, 1);
+    })
+    .await;
+}
+
+/// Timestamps no `SystemTime` decoder expects (PostgreSQL's `infinity`, `-infinity` and year 200000;
+/// MySQL's zero date) read without a panic, and never as "no expiry" unless they mean it.
+async fn extreme_timestamps_read_safely(db: Db) {
+    db.with_table(|db, table| async move {
+        let store = db.store(&table);
+        let now = now_secs();
+        let t = db.quote(&table);
+        let (far_future, long_ago): (&[&str], &[&str]) = match &db {
+            #[cfg(feature = "postgres")]
+            Db::Pg(..) => (&["infinity", "200000-01-01 00:00:00"], &["-infinity", "4000-01-01 00:00:00 BC"]),
+            #[cfg(feature = "mysql")]
+            Db::My(..) => (&[], &["0000-00-00 00:00:00"]),
+            #[cfg(feature = "sqlite")]
+            Db::Lite(..) => (&["9999-12-31 23:59:59"], &["0001-01-01 00:00:00"]),
+        };
+        for (value, expired) in far_future.iter().map(|v| (v, false)).chain(long_ago.iter().map(|v| (v, true))) {
+            let issued = store.issue(NewToken::access(7u64).issued_at(now)).await.unwrap();
+            let id = issued.record.id;
+            // Without NO_ZERO_DATE, as MySQL servers without Laravel's strict mode run.
+            let mode = if matches!(value, &"0000-00-00 00:00:00") { "SET SESSION sql_mode = ''; " } else { "" };
+            let sql = format!(
+                "{mode}UPDATE {t} SET expires_at = '{value}', created_at = '{value}', last_used_at = '{value}' WHERE id = {id}"
+            );
+            db.exec(&sql).await;
+            let found = store.find(id).await.unwrap().unwrap_or_else(|| panic!("{value}: found"));
+            let expires = found.expires_at.expect("a timestamp, not \"never\"");
+            assert_eq!(found.is_expired(now, None), expired, "{value} reads as {expires:?}");
+            assert_eq!(store.list_sessions(&7u64.into()).await.unwrap().len(), 1, "{value}: listed");
+            assert_eq!(store.revoke_all_for_user(&7u64.into()).await.unwrap(), 1);
+        }
+        // SQLite's datetime columns hold any text: an undecodable one is corrupt to read, and logging
+        // out still removes the row (revocation needs only the id and the session link).
+        #[cfg(feature = "sqlite")]
+        if let Db::Lite(..) = &db {
+            let tokens = RefreshTokens::new(store.clone());
+            let pair = tokens.issue_pair(NewPair::new(7u64)).await.unwrap();
+            let kept = store.issue(NewToken::access(7u64)).await.unwrap();
+            db.exec(&format!("UPDATE {t} SET created_at = 'not a time' WHERE id = {}", pair.access.record.id)).await;
+            assert_eq!(store.find(pair.access.record.id).await.unwrap_err().kind(), StoreErrorKind::Corrupt);
+            assert_eq!(store.list_sessions(&7u64.into()).await.unwrap_err().kind(), StoreErrorKind::Corrupt);
+            let revoked = store.revoke_sessions(&7u64.into(), Sessions::AllExcept(kept.record.session_id)).await;
+            assert_eq!(revoked.unwrap(), 2, "both rows of the session, the unreadable one included");
+            assert!(works(&store, &kept).await);
+            assert_eq!(db.count(&table, None).await, 1);
+        }
+    })
+    .await;
+}
+
+/// Id-less legacy tokens are found by digest only when enabled.
+async fn finds_legacy_tokens_only_when_enabled(db: Db) {
+    db.with_table(|db, table| async move {
+        let now = now_secs();
+        let id = db.insert_laravel(&table, &LaravelRow::new(LEGACY_80.1, laravel_time(now))).await;
+        let mut admin = LaravelRow::new(CURRENT.1, laravel_time(now));
+        admin.tokenable_type = "App\\Models\\Admin";
+        db.insert_laravel(&table, &admin).await;
+
+        let digest = TokenDigest::of(LEGACY_80.0.as_bytes());
+        assert!(db.store(&table).find_by_digest(&digest).await.unwrap().is_none(), "off by default");
+        assert!(db.store(&table).legacy_tokens(false).find_by_digest(&digest).await.unwrap().is_none());
+        let store = db.store(&table).legacy_tokens(true);
+        let found = store.find_by_digest(&digest).await.unwrap().expect("legacy token is found");
+        assert_eq!(found.id, id);
+        assert!(found.digest.ct_eq(&digest));
+        assert_eq!(found.user_id, UserId::from(42u64));
+        let other_type = TokenDigest::of(CURRENT.0.as_bytes());
+        assert!(store.find_by_digest(&other_type).await.unwrap().is_none(), "other tokenable_type");
+        assert!(store.find_by_digest(&TokenDigest::of(b"unknown")).await.unwrap().is_none());
+    })
+    .await;
+}
+
+/// Logins racing for the last session slot: the limit holds (PostgreSQL serializes a user's logins
+/// with an advisory lock, SQLite all writers).
+async fn the_session_limit_holds_under_concurrent_logins(db: Db) {
+    db.with_table(|db, table| async move {
+        let store = db.connected_store(&table).await;
+        for when_full in [WhenFull::RevokeOldest, WhenFull::Refuse] {
+            let user = fresh_user();
+            let limit = SessionLimit::new(2, when_full);
+            let tasks: Vec<_> = (0..8)
+                .map(|_| {
+                    let tokens = RefreshTokens::new(store.clone()).session_limit(limit);
+                    let user = user.clone();
+                    tokio::spawn(async move { tokens.issue_pair(NewPair::new(user)).await })
+                })
+                .collect();
+            let mut refused = 0;
+            for task in tasks {
+                match task.await.unwrap() {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == StoreErrorKind::SessionLimit => refused += 1,
+                    Err(e) => panic!("{when_full:?}: {e}"),
+                }
+            }
+            assert_eq!(store.list_sessions(&user).await.unwrap().len(), 2, "{when_full:?}");
+            assert_eq!(db.count(&table, Some(&user)).await, 4, "{when_full:?}");
+            if when_full == WhenFull::Refuse {
+                assert_eq!(refused, 6);
+            }
+            store.revoke_all_for_user(&user).await.unwrap();
+        }
+    })
+    .await;
+}
+
 /// String user ids (Laravel's `uuidMorphs`), on a table whose `tokenable_id` is a uuid/char column.
 async fn string_user_ids(db: Db) {
     let table = format!("tta_{}", unique_suffix());
     let ddl = match &db {
         #[cfg(feature = "postgres")]
-        Db::Pg(_) => {
+        Db::Pg(..) => {
             tower_token_auth::store::sql::POSTGRES_MIGRATION.replace("\"tokenable_id\" bigint", "\"tokenable_id\" uuid")
         }
         #[cfg(feature = "mysql")]
-        Db::My(_) => tower_token_auth::store::sql::MYSQL_MIGRATION
+        Db::My(..) => tower_token_auth::store::sql::MYSQL_MIGRATION
             .replace("`tokenable_id` bigint unsigned", "`tokenable_id` char(36)"),
         #[cfg(feature = "sqlite")]
         Db::Lite(..) => tower_token_auth::store::sql::SQLITE_MIGRATION
@@ -503,8 +948,19 @@ async fn string_user_ids(db: Db) {
             let b = store.issue(NewToken::refresh(user.clone())).await.unwrap();
             let c = store.issue(NewToken::access(other.clone())).await.unwrap();
             assert_eq!(store.find(a.record.id).await.unwrap().unwrap().user_id, user);
-            assert_eq!(store.revoke_all_for_user(&user).await.unwrap(), 2);
+            // Sessions work on string ids: a pair, an exchange (which finds the owner from the row), reuse.
+            let tokens = RefreshTokens::new(store.clone());
+            let pair = tokens.issue_pair(NewPair::new(user.clone()).name("uuid")).await.unwrap();
+            let next = tokens.exchange(&bearer(&pair.refresh)).await.unwrap();
+            assert!(works(&store, &next.access).await);
+            assert_eq!(store.list_sessions(&user).await.unwrap().len(), 3);
+            assert!(matches!(
+                tokens.exchange(&bearer(&pair.refresh)).await,
+                Err(RefreshError::Reused { revoked: 2, .. })
+            ));
+            assert_eq!(store.revoke_sessions(&user, Sessions::AllExcept(a.record.session_id)).await.unwrap(), 1);
             assert!(store.find(b.record.id).await.unwrap().is_none());
+            assert_eq!(store.revoke_all_for_user(&user).await.unwrap(), 1);
             assert_eq!(store.find(c.record.id).await.unwrap().unwrap().user_id, other);
             assert_eq!(store.revoke_all_for_user(&other).await.unwrap(), 1);
         }
@@ -526,35 +982,77 @@ mod postgres {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_meets_the_store_contract() {
-        if let Some((db, url)) = Db::postgres().await {
-            contract(db, url).await;
+        if let Some(db) = Db::postgres().await {
+            contract(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_races_leak_nothing() {
+        if let Some(db) = Db::postgres().await {
+            races(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_storage_is_bounded() {
+        if let Some(db) = Db::postgres().await {
+            storage_is_bounded(db).await;
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_reads_laravel_rows() {
-        if let Some((db, _)) = Db::postgres().await {
+        if let Some(db) = Db::postgres().await {
             reads_laravel_rows(db).await;
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_exchanges_laravel_refresh_rows() {
+        if let Some(db) = Db::postgres().await {
+            exchanges_laravel_refresh_rows(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_extreme_timestamps_read_safely() {
+        if let Some(db) = Db::postgres().await {
+            extreme_timestamps_read_safely(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_finds_legacy_tokens_only_when_enabled() {
-        if let Some((db, _)) = Db::postgres().await {
+        if let Some(db) = Db::postgres().await {
             finds_legacy_tokens_only_when_enabled(db).await;
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_issued_tokens_are_laravel_rows() {
-        if let Some((db, _)) = Db::postgres().await {
+        if let Some(db) = Db::postgres().await {
             issued_tokens_are_laravel_rows(db).await;
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_refuses_reserved_abilities() {
+        if let Some(db) = Db::postgres().await {
+            reserved_abilities_are_refused(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_session_limit_holds_under_concurrent_logins() {
+        if let Some(db) = Db::postgres().await {
+            the_session_limit_holds_under_concurrent_logins(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_string_user_ids() {
-        if let Some((db, _)) = Db::postgres().await {
+        if let Some(db) = Db::postgres().await {
             string_user_ids(db).await;
         }
     }
@@ -569,35 +1067,70 @@ mod mysql {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mysql_meets_the_store_contract() {
-        if let Some((db, url)) = Db::mysql().await {
-            contract(db, url).await;
+        if let Some(db) = Db::mysql().await {
+            contract(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mysql_races_leak_nothing() {
+        if let Some(db) = Db::mysql().await {
+            races(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mysql_storage_is_bounded() {
+        if let Some(db) = Db::mysql().await {
+            storage_is_bounded(db).await;
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mysql_reads_laravel_rows() {
-        if let Some((db, _)) = Db::mysql().await {
+        if let Some(db) = Db::mysql().await {
             reads_laravel_rows(db).await;
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mysql_exchanges_laravel_refresh_rows() {
+        if let Some(db) = Db::mysql().await {
+            exchanges_laravel_refresh_rows(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mysql_extreme_timestamps_read_safely() {
+        if let Some(db) = Db::mysql().await {
+            extreme_timestamps_read_safely(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mysql_finds_legacy_tokens_only_when_enabled() {
-        if let Some((db, _)) = Db::mysql().await {
+        if let Some(db) = Db::mysql().await {
             finds_legacy_tokens_only_when_enabled(db).await;
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mysql_issued_tokens_are_laravel_rows() {
-        if let Some((db, _)) = Db::mysql().await {
+        if let Some(db) = Db::mysql().await {
             issued_tokens_are_laravel_rows(db).await;
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mariadb_refuses_reserved_abilities() {
+        if let Some(db) = Db::mysql().await {
+            reserved_abilities_are_refused(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mysql_string_user_ids() {
-        if let Some((db, _)) = Db::mysql().await {
+        if let Some(db) = Db::mysql().await {
             string_user_ids(db).await;
         }
     }
@@ -622,35 +1155,159 @@ mod sqlite {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_meets_the_store_contract() {
-        let (db, url) = Db::sqlite().await;
-        contract(db, url).await;
+        contract(Db::sqlite().await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_in_memory_meets_the_store_contract() {
         let store = SqlStore::connect("sqlite::memory:").await.unwrap();
         assert!(store.create_table_if_missing().await.unwrap());
-        store_contract(store).await;
+        store_contract(|| store.clone()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_races_leak_nothing() {
+        races(Db::sqlite().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_in_memory_races_leak_nothing() {
+        let store = SqlStore::connect("sqlite::memory:").await.unwrap();
+        assert!(store.create_table_if_missing().await.unwrap());
+        let report = race_presentations(store.clone(), rounds(), 4).await;
+        println!("SQLite in memory, 4 simultaneous presentations: {report}");
+        assert_eq!((report.leaks, report.exchanges), (0, rounds()), "{report}");
+        let report = race_exchange_and_logout(store, rounds()).await;
+        println!("SQLite in memory, exchange racing logout: {report}");
+        assert_eq!(report.leaks, 0, "{report}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_storage_is_bounded() {
+        storage_is_bounded(Db::sqlite().await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_reads_laravel_rows() {
-        reads_laravel_rows(Db::sqlite().await.0).await;
+        reads_laravel_rows(Db::sqlite().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_exchanges_laravel_refresh_rows() {
+        exchanges_laravel_refresh_rows(Db::sqlite().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_extreme_timestamps_read_safely() {
+        extreme_timestamps_read_safely(Db::sqlite().await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_finds_legacy_tokens_only_when_enabled() {
-        finds_legacy_tokens_only_when_enabled(Db::sqlite().await.0).await;
+        finds_legacy_tokens_only_when_enabled(Db::sqlite().await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_issued_tokens_are_laravel_rows() {
-        issued_tokens_are_laravel_rows(Db::sqlite().await.0).await;
+        issued_tokens_are_laravel_rows(Db::sqlite().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_refuses_reserved_abilities() {
+        reserved_abilities_are_refused(Db::sqlite().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_session_limit_holds_under_concurrent_logins() {
+        the_session_limit_holds_under_concurrent_logins(Db::sqlite().await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_string_user_ids() {
-        string_user_ids(Db::sqlite().await.0).await;
+        string_user_ids(Db::sqlite().await).await;
+    }
+
+    /// A transaction that finds the database locked is run again: with no busy timeout at all, a login
+    /// and an exchange still succeed once another connection's write lock is released.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_busy_transactions_are_retried() {
+        use std::str::FromStr;
+        let path = std::env::temp_dir().join(format!("tta-retry-{}.sqlite", unique_suffix()));
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url).unwrap().busy_timeout(Duration::ZERO);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        let store = SqlStore::from_sqlite_pool(pool.clone());
+        store.create_table_if_missing().await.unwrap();
+        let tokens = RefreshTokens::new(store.clone());
+        let pair = tokens.issue_pair(NewPair::new(1u64)).await.unwrap();
+        for _ in 0..3 {
+            let holder = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            let login = tokio::spawn({
+                let tokens = tokens.clone();
+                async move { tokens.issue_pair(NewPair::new(2u64)).await }
+            });
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            holder.commit().await.unwrap();
+            login.await.unwrap().expect("retried until the lock was free");
+        }
+        let holder = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let exchange = tokio::spawn({
+            let (tokens, headers) = (tokens.clone(), bearer(&pair.refresh));
+            async move { tokens.exchange(&headers).await }
+        });
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        holder.commit().await.unwrap();
+        assert!(exchange.await.unwrap().is_ok());
+        assert_eq!(store.list_sessions(&2u64.into()).await.unwrap().len(), 3);
+        pool.close().await;
+        remove_sqlite_files(&path);
+    }
+
+    /// `..` components from the working directory to the root, then `path` without its leading `/`: a
+    /// relative path to an absolute one.
+    fn relative_to_cwd(path: &std::path::Path) -> String {
+        let cwd = std::env::current_dir().unwrap();
+        let ups = cwd.components().count().saturating_sub(1);
+        let rest = path.strip_prefix("/").unwrap();
+        format!("{}{}", "../".repeat(ups), rest.display())
+    }
+
+    /// The documented URL forms work as written: a missing file is created unless `mode=` says
+    /// otherwise.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_urls_create_missing_files_as_documented() {
+        let dir = std::env::temp_dir();
+        let file = |name: &str| dir.join(format!("tta-url-{name}-{}.sqlite", unique_suffix()));
+        let absolute = file("absolute");
+        let relative = file("relative");
+        let bare = file("bare");
+        let rwc = file("rwc");
+        for (url, path) in [
+            (format!("sqlite://{}", absolute.display()), &absolute), // sqlite:///tmp/...
+            (format!("sqlite://{}", relative_to_cwd(&relative)), &relative),
+            (format!("sqlite:{}", relative_to_cwd(&bare)), &bare),
+            (format!("sqlite://{}?mode=rwc", rwc.display()), &rwc),
+        ] {
+            assert!(!path.exists());
+            let store = SqlStore::connect(&url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert!(store.create_table_if_missing().await.unwrap());
+            let issued = store.issue(NewToken::access(1u64)).await.unwrap();
+            assert!(works(&store, &issued).await);
+            assert!(path.exists(), "{url} created {}", path.display());
+            drop(store);
+            let again = SqlStore::connect(&url).await.unwrap();
+            assert!(works(&again, &issued).await, "{url}: the same file is opened again");
+            drop(again);
+            remove_sqlite_files(path);
+        }
+        for mode in ["rw", "ro"] {
+            let missing = file(mode);
+            let url = format!("sqlite://{}?mode={mode}", missing.display());
+            assert!(SqlStore::connect(&url).await.is_err(), "{url}: an explicit mode is respected");
+            assert!(!missing.exists());
+        }
+        let memory = SqlStore::connect("sqlite::memory:").await.unwrap();
+        assert!(memory.create_table_if_missing().await.unwrap(), "in memory: a new, empty database");
     }
 }
 

@@ -1,18 +1,22 @@
-//! [`SqlStore`]: tokens in Laravel Sanctum's own `personal_access_tokens` table, on PostgreSQL,
-//! MySQL/MariaDB or SQLite (features `postgres`, `mysql`, `sqlite`; built on `sqlx` 0.8).
+//! [`SqlStore`]: tokens and sessions in Laravel Sanctum's own `personal_access_tokens` table, on
+//! PostgreSQL, MySQL/MariaDB or SQLite (features `postgres`, `mysql`, `sqlite`; built on `sqlx` 0.8).
 //!
-//! The store reads and writes Sanctum's table exactly as Laravel does, so a Rust service and a Laravel
-//! application can share one database: tokens issued by either are accepted by both, and "log out
-//! everywhere" on either side logs out everywhere.
+//! The store reads and writes Sanctum's table as Laravel does, without changing its schema, so a Rust
+//! service and a Laravel application can share one database: tokens issued by either are accepted by
+//! both, and "log out everywhere" on either side logs out everywhere.
 //!
-//! ```no_run
+//! ```
 //! use std::time::Duration;
+//! use http::{header::AUTHORIZATION, HeaderMap};
+//! use tower_token_auth::refresh::{NewPair, RefreshTokens};
 //! use tower_token_auth::store::sql::SqlStore;
 //! use tower_token_auth::{NewToken, TokenStore, TokenStoreExt};
 //!
+//! # #[cfg(feature = "sqlite")]
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), tower_token_auth::StoreError> {
-//! let store = SqlStore::connect("postgres://app@localhost/app")
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! // Or "postgres://app@localhost/app", "mysql://app@localhost/app", "sqlite://tokens.db".
+//! let store = SqlStore::connect("sqlite::memory:")
 //!     .await?
 //!     .tokenable_type("App\\Models\\User"); // the default; a morph-map alias such as "user" also works
 //!
@@ -20,47 +24,133 @@
 //! store.create_table_if_missing().await?;
 //!
 //! let issued = store.issue(NewToken::access(42u64).name("cli").expires_in(Duration::from_secs(3600))).await?;
-//! println!("token for the client: {}", issued.plain_text.expose());
+//! assert!(issued.plain_text.expose().starts_with(&format!("{}|", issued.record.id)));
 //!
-//! // Log out everywhere: one DELETE of every token of user 42.
-//! store.revoke_all_for_user(&42u64.into()).await?;
+//! // A login: an access and a refresh token, one session; two rows however often it refreshes.
+//! let tokens = RefreshTokens::new(store.clone());
+//! let pair = tokens.issue_pair(NewPair::new(42u64).name("phone")).await?;
+//! let mut headers = HeaderMap::new();
+//! headers.insert(AUTHORIZATION, format!("Bearer {}", pair.refresh.plain_text.expose()).parse()?);
+//! let refreshed = tokens.exchange(&headers).await?;
+//! assert_eq!(refreshed.session_id(), pair.session_id());
+//! assert_eq!(store.list_sessions(&42u64.into()).await?.len(), 2); // "cli" and "phone"
+//!
+//! // Log out everywhere: Laravel's own DELETE of every row of user 42, in one transaction.
+//! assert_eq!(store.revoke_all_for_user(&42u64.into()).await?, 3);
+//! assert!(store.find(refreshed.access.record.id).await?.is_none());
 //! # Ok(())
 //! # }
+//! # #[cfg(not(feature = "sqlite"))]
+//! # fn main() {}
 //! ```
 //!
 //! # Connecting
 //!
-//! [`SqlStore::connect`] picks the backend from the URL scheme: `postgres://` or `postgresql://`,
-//! `mysql://` or `mariadb://`, and `sqlite://path/to/database.sqlite` or `sqlite::memory:` (add
-//! `?mode=rwc` to create a missing SQLite file). To tune the pool (size, timeouts, TLS, MySQL session
-//! time zone) build it yourself and use [`SqlStore::from_pg_pool`], [`SqlStore::from_mysql_pool`] or
-//! [`SqlStore::from_sqlite_pool`]. This crate enables no TLS backend of `sqlx`; add one of `sqlx`'s `tls-*`
+//! [`SqlStore::connect`] picks the backend from the URL scheme:
+//!
+//! | URL | database |
+//! |---|---|
+//! | `postgres://user:pass@host:5432/db`, `postgresql://…` | PostgreSQL |
+//! | `mysql://user:pass@host:3306/db`, `mariadb://…` | MySQL or MariaDB |
+//! | `sqlite://tokens.db`, `sqlite:tokens.db` | the file `tokens.db`, relative to the working directory, **created if missing** |
+//! | `sqlite:///var/lib/app/tokens.db` | an absolute path, created if missing |
+//! | `sqlite::memory:` | a private in-memory database (one connection; gone when the store is dropped) |
+//! | `sqlite://tokens.db?mode=rw` / `?mode=rwc` / `?mode=ro` / `?mode=memory` | as SQLite's `mode`: existing file only / create / read-only / in memory |
+//!
+//! A SQLite URL without `mode=` creates its file, as the forms above read (the directory must exist).
+//! To tune a pool (size, timeouts, TLS, MySQL session time zone, SQLite journal mode) build it yourself
+//! and use `SqlStore::from_pg_pool`, `SqlStore::from_mysql_pool` or `SqlStore::from_sqlite_pool` (each
+//! with its backend's feature). This crate enables no TLS backend of `sqlx`; add one of `sqlx`'s `tls-*`
 //! features in your own `Cargo.toml` to connect with TLS.
 //!
-//! A pool that cannot hand out a connection in time is reported as [`StoreErrorKind::Timeout`](crate::store::StoreErrorKind::Timeout), other
-//! database failures as [`StoreErrorKind::Backend`](crate::store::StoreErrorKind::Backend), and rows this crate cannot read (a `token` that is not
-//! 64 hex characters, `abilities` that are not a JSON array of strings) as [`StoreErrorKind::Corrupt`](crate::store::StoreErrorKind::Corrupt).
-//! The auth layer answers all of them with `503`, never with `401`.
+//! A pool that cannot hand out a connection in time is reported as
+//! [`StoreErrorKind::Timeout`](crate::store::StoreErrorKind::Timeout), other database failures as
+//! [`StoreErrorKind::Backend`](crate::store::StoreErrorKind::Backend), and rows this crate cannot read (a
+//! `token` that is not 64 hex characters, `abilities` that are not a JSON array of strings, malformed
+//! `tta:` entries) as [`StoreErrorKind::Corrupt`](crate::store::StoreErrorKind::Corrupt). The auth
+//! layer answers all of them with `503`, never with `401`.
 //!
-//! # Sharing the database with a Laravel application
+//! # Sessions on Sanctum's table
 //!
-//! **What is read and written.** Only Sanctum's table (default `personal_access_tokens`, see
-//! [`SqlStore::table`]) and only rows whose `tokenable_type` is the configured one. Every statement is a
-//! single, atomic SQL statement:
+//! The table is never altered. A session is at most **two rows**: a refresh row and an access row. The
+//! refresh row's id is the session id; a session of one token (issued on its own, or written by
+//! Laravel) has that token's id. An exchange **updates both rows in place**, so a device holds two rows
+//! however often it refreshes (10,000 refreshes: 2 rows). Everything else lives in the `abilities` JSON
+//! array, in entries with the prefix `tta:` (which [`Abilities::reserved`](crate::Abilities::reserved)
+//! refuses in abilities users set, so nothing a user sets can be mistaken for them):
 //!
-//! | operation | SQL |
+//! | row | `abilities` | example |
+//! |---|---|---|
+//! | access token, a session of its own (also every row Laravel's `createToken` writes) | the abilities, verbatim | `["posts:read"]` |
+//! | access token of a session with a refresh token | the abilities verbatim, then `"tta:session:<refresh row id>"` | `["posts:read","tta:session:41"]` |
+//! | refresh token (the session's row) | `"issue-access-token"`, then one `"tta:grant:<ability>"` per ability its exchanges grant (`"tta:grant:*"` for all; `"tta:grant-none"` for none), then the refresh tokens it already exchanged, `"tta:rotated:<64 lowercase hex sha256>:<unix ms>"`, oldest first, at most `keep_rotated` (capped at 128 here) | `["issue-access-token","tta:grant:posts:read","tta:rotated:9f…e1:1767225600123"]` |
+//! | refresh token written by a Laravel app | `"issue-access-token"` and no `tta:grant` entry: it grants `["*"]` | `["issue-access-token"]` |
+//! | exchanged refresh token written by version 0.1 of this crate | contains `"rotated-refresh-token"`: never authenticates, never exchanges; removed by logout and prune | `["rotated-refresh-token"]` |
+//!
+//! The kind of a row is decided by parsing the JSON (PHP's `\/` and `\uXXXX` escapes read as what they
+//! escape), never by string matching: a row listing exactly `"issue-access-token"` is a refresh token,
+//! any other row an access token (`["*"]` included: the check is exact, not Sanctum's `can`). Reserved
+//! abilities are refused when a token is issued, and [`SqlStore`]'s `insert` refuses them again
+//! ([`StoreErrorKind::InvalidInput`](crate::store::StoreErrorKind::InvalidInput)), so an access token
+//! can never read back as a refresh token.
+//!
+//! **What a Laravel application sees.** Sanctum's `tokenCan($ability)` is "the list contains `*` or
+//! exactly `$ability`". On an access row it answers exactly as the session's abilities do (the
+//! `tta:session` link is one more string nobody checks). On a refresh row it is true only for
+//! `issue-access-token`, the usual check of Laravel refresh endpoints; the granted abilities are
+//! prefixed, so a refresh token cannot pass a Laravel ability check. Sanctum's guard itself still
+//! authenticates any row, so Laravel routes that check no ability should refuse tokens that can
+//! `issue-access-token`, as they already must for Laravel's own refresh tokens.
+//!
+//! **Rows written by Laravel** (any abilities, no `tta:` entries) are sessions of one token and are
+//! listed as such. A Laravel refresh row (`["issue-access-token"]`) exchanges into a session of two.
+//!
+//! # Atomicity
+//!
+//! Every operation that reads and then writes runs as **one transaction**, and every such transaction
+//! first locks **all rows of the user**: `SELECT id … WHERE tokenable_type = ? AND tokenable_id = ?
+//! ORDER BY id FOR UPDATE`, on the `(tokenable_type, tokenable_id)` index, always in id order (so two
+//! transactions never lock in opposite orders). Then it **reads the user's rows again in a statement of
+//! its own**: under `READ COMMITTED` that statement's snapshot is taken after the lock wait, so it sees
+//! the rows the transaction it waited for inserted (PostgreSQL's locking statement itself cannot: its
+//! snapshot predates them). It decides from that second read, writes, and commits.
+//!
+//! | operation | statements, in one transaction |
 //! |---|---|
-//! | [`find`](TokenStore::find) | `SELECT … WHERE id = ? AND tokenable_type = ?` |
-//! | [`insert`](TokenStore::insert) | `INSERT` of `tokenable_type`, `tokenable_id`, `name`, `token`, `abilities`, `expires_at`, `created_at` = `updated_at` |
-//! | [`revoke`](TokenStore::revoke) | `DELETE … WHERE id = ? AND tokenable_type = ?` |
-//! | [`revoke_all_for_user`](TokenStore::revoke_all_for_user) | `DELETE … WHERE tokenable_type = ? AND tokenable_id = ?` (Laravel's `$user->tokens()->delete()`) |
-//! | [`mark_refresh_rotated`](TokenStore::mark_refresh_rotated) | `UPDATE … SET abilities = '["rotated-refresh-token"]', updated_at = ? WHERE id = ? AND tokenable_type = ? AND abilities = '["issue-access-token"]'` |
-//! | [`prune_expired`](TokenStore::prune_expired) | `DELETE … WHERE tokenable_type = ? AND (expires_at < ? OR created_at < ?)` |
-//! | [`touch_last_used`](TokenStore::touch_last_used) | `UPDATE … SET last_used_at = ?, updated_at = ? WHERE id = ? AND tokenable_type = ?` |
+//! | [`find`](TokenStore::find) | `SELECT … WHERE id = ? AND tokenable_type = ?` (one statement, no transaction) |
+//! | [`insert`](TokenStore::insert) | (PostgreSQL: `pg_advisory_xact_lock` on the user) · lock the user's rows · read them · `DELETE` the oldest sessions the [`SessionLimit`](crate::session::SessionLimit) evicts · `INSERT` the refresh row · `INSERT` the access row with its `tta:session` link |
+//! | [`exchange_refresh`](TokenStore::exchange_refresh) | `SELECT tokenable_id` of the presented row · lock the owner's rows · read them (the presented row again, under the lock) · [`decide`](crate::session::RefreshExchange::decide) · Rotate: `UPDATE` the refresh row (`token`, `expires_at`, `abilities` with the replaced digest, `updated_at`), `UPDATE` the access row in place (`token`, `abilities`, `expires_at`, `created_at` = now, `last_used_at` = `NULL`) or `INSERT` it if it was pruned · Reuse: `DELETE` the session's rows (or all the user's) · Invalid: nothing |
+//! | [`revoke_sessions`](TokenStore::revoke_sessions) | lock the user's rows · read them · `DELETE … WHERE tokenable_type = ? AND tokenable_id = ?` for [`Sessions::All`] (Laravel's `$user->tokens()->delete()`), or `DELETE … WHERE id IN (…)` for the selected sessions |
+//! | [`list_sessions`](TokenStore::list_sessions) | one `SELECT` of the user's rows (one snapshot) |
+//! | [`prune_expired`](TokenStore::prune_expired) | `DELETE … WHERE tokenable_type = ? AND (expires_at < ? [OR created_at < ?])` (one statement, retried like the transactions) |
+//! | [`touch_last_used`](TokenStore::touch_last_used) | `UPDATE … SET last_used_at = ?, updated_at = ? WHERE id = ? AND tokenable_type = ? AND (created_at IS NULL OR created_at <= ?)` |
 //! | [`find_by_digest`](TokenStore::find_by_digest) | `SELECT … WHERE token = ? AND tokenable_type = ?`, only with [`SqlStore::legacy_tokens`] |
 //!
-//! The table is never altered. [`SqlStore::create_table_if_missing`] creates it, with Laravel's columns and
-//! indexes, only when it does not exist.
+//! So an exchange and a logout of the same user queue on the same row locks: if the exchange goes first,
+//! the logout's second read sees its new rows and deletes them; if the logout goes first, the exchange
+//! finds no row and is `Invalid`. Two presentations of one refresh token queue the same way: the first
+//! rotates, the second reads the rotated digest under the lock and revokes the session as reuse.
+//!
+//! - **PostgreSQL**: `BEGIN ISOLATION LEVEL READ COMMITTED`, whatever the server default. Logins of one
+//!   user are serialized by a transaction-scoped advisory lock on (table, `tokenable_type`, user), so
+//!   the session limit holds even for simultaneous first logins of a user who has no row to lock.
+//! - **MySQL/MariaDB**: `SET TRANSACTION ISOLATION LEVEL READ COMMITTED` before `BEGIN` on the same
+//!   connection (no gap locks, so logins do not deadlock on gaps). Logins of a user who already has rows
+//!   queue on them; simultaneous *first* logins of a user with no row are not serialized, so they can
+//!   exceed the session limit by as many logins as raced, until the next login evicts.
+//! - **SQLite**: `BEGIN IMMEDIATE`: writers take the database's write lock up front and queue (within
+//!   the busy timeout, 5 s by default) instead of failing to upgrade. Everything is serialized.
+//! - A transaction the database rolls back for a conflict (PostgreSQL `40P01`/`40001`, MySQL 1213/1205,
+//!   SQLite `SQLITE_BUSY`/`SQLITE_LOCKED`) is run again from the start, up to 8 times in all, with a
+//!   short jittered pause. Any other error is a [`StoreError`] and nothing is committed.
+//!
+//! **Laravel writing at the same time.** Laravel's own `DELETE … WHERE tokenable_id = ?` takes no lock
+//! first. On PostgreSQL, if it runs while an exchange is inserting an access row (only when that row
+//! had been pruned; normally the exchange updates rows in place, which Laravel's `DELETE` waits for and
+//! then deletes), the inserted row survives it until it expires. Log out through this store where that
+//! matters.
+//!
+//! # Reading and writing columns
 //!
 //! **`tokenable_type`** must be the value Laravel writes for your user model: the class name
 //! (`App\Models\User`, the default here) or, with `Relation::enforceMorphMap`, its alias. Rows of other
@@ -69,34 +159,33 @@
 //! every type). Integer user ids are written to `tokenable_id` as numbers; string ids (Laravel's
 //! `uuidMorphs`/`ulidMorphs`) work too.
 //!
-//! **Refresh tokens** live in the same table, told apart by their abilities, as Laravel applications
-//! that add refresh tokens to Sanctum do: a row whose abilities list contains exactly
-//! `"issue-access-token"` ([`REFRESH_ABILITY`]) is a [`TokenKind::Refresh`], one that contains
-//! `"rotated-refresh-token"` ([`ROTATED_REFRESH_ABILITY`]) is a [`TokenKind::RotatedRefresh`], every other
-//! row is an access token. `["*"]` is an access token: the check is [`Abilities::contains_exactly`], not
-//! [`Abilities::can`]. Inserting a refresh token writes `["issue-access-token"]`, whatever abilities the
-//! record carries, and rotation rewrites exactly that value (a refresh row written with other abilities
-//! besides it cannot be rotated, so its exchange fails). Refresh tokens are rejected by the auth layer,
-//! and a Laravel application should likewise not accept them outside its refresh endpoint (Sanctum's
-//! `tokenCan('issue-access-token')` is the usual check).
-//!
-//! **Abilities** are the JSON array in the `abilities` column (`["*"]` by default), parsed as JSON, so
-//! PHP's `\/` and `\uXXXX` escapes are understood. A `NULL` column means no abilities.
-//!
 //! **Timestamps** are naive `Y-m-d H:i:s` values at second precision, in UTC unless
 //! [`SqlStore::timezone_offset`] says otherwise; it must match Laravel's `app.timezone` (a fixed offset:
 //! zones with daylight saving time cannot be matched, which is one more reason to keep Laravel's default
 //! UTC). On MySQL, `sqlx` sets the session `time_zone` to `+00:00`; if Laravel's MySQL connection uses
 //! another session time zone (its `timezone` option, or the server's default when unset), give `sqlx`
-//! the same one through `MySqlConnectOptions::timezone` and [`SqlStore::from_mysql_pool`]. MySQL's
+//! the same one through `MySqlConnectOptions::timezone` and `SqlStore::from_mysql_pool`. MySQL's
 //! `TIMESTAMP` ends at 2038-01-19 03:14:07: later expiry times are stored as that instant, so such
 //! tokens expire early rather than failing to insert. A `NULL` `created_at` reads as the Unix epoch (so a
-//! maximum token age rejects the token).
+//! maximum token age rejects the token). Values no timestamp type expects read safely, never as "no
+//! expiry": PostgreSQL's `infinity` and years after 9999 as 9999-12-31 23:59:59, `-infinity` and years
+//! before 1 as 0001-01-01; MySQL's zero date (`0000-00-00 00:00:00`) as 1970-01-01 00:00:01, long past,
+//! as Laravel's Carbon reads it. A value that cannot be decoded at all (say, text in a SQLite datetime
+//! column) makes the token [`Corrupt`](crate::store::StoreErrorKind::Corrupt) to read, while
+//! revocation, which needs only the row's id and session link, still deletes it. A session's creation
+//! time is its refresh row's `created_at` (the login), which exchanges keep; its access row's
+//! `created_at` is the last exchange.
 //!
 //! **`last_used_at`** is written by [`touch_last_used`](TokenStore::touch_last_used), which also sets
 //! `updated_at`, as Sanctum does on every request. The auth layer calls it only when last-used tracking
-//! is switched on, at most once per token per interval, and off the request path, so that a busy token
-//! does not become one `UPDATE` per request; Sanctum itself writes on every request.
+//! is switched on, at most once per token per interval, and off the request path. A touch older than the
+//! row's `created_at` is dropped: the access token it was for has since been replaced in place.
+//!
+//! **Pruning** follows `sanctum:prune-expired`: rows whose `expires_at` has passed, and with
+//! `created_before` rows created before it. A session whose access row is pruned lives on in its refresh
+//! row (the next exchange inserts a new access row); a session goes with its last row. Note that with
+//! `created_before` (Sanctum's global `expiration`), a refresh row's `created_at` is the login, so the
+//! global expiration bounds a whole session's life, refreshes included.
 //!
 //! **Legacy tokens.** Sanctum before 2.3 issued tokens without the `{id}|` part, found by hashing the
 //! whole token. [`SqlStore::legacy_tokens`]`(true)` enables [`find_by_digest`](TokenStore::find_by_digest)
@@ -106,35 +195,39 @@
 //!
 //! [`POSTGRES_MIGRATION`], [`MYSQL_MIGRATION`] and [`SQLITE_MIGRATION`] hold the `CREATE TABLE` statements
 //! (also shipped as `migrations/{postgres,mysql,sqlite}/20191214000001_create_personal_access_tokens_table.sql`
-//! for migration tools) matching Sanctum's migration.
+//! for migration tools) matching Sanctum's migration. [`SqlStore::create_table_if_missing`] runs the one
+//! for the backend, only when the table does not exist.
 
 #![cfg_attr(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")), allow(unused, unreachable_code))]
 
+mod conn;
+mod ops;
 mod queries;
+mod rows;
 mod time;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use chrono::{FixedOffset, NaiveDateTime};
+use chrono::NaiveDateTime;
 
-use self::queries::{col, Queries};
+/// The offset type of [`SqlStore::timezone_offset`], re-exported from `chrono` so that no direct
+/// dependency on it is needed: `FixedOffset::east_opt(3600)` is UTC+1.
+pub use chrono::FixedOffset;
+
+use self::conn::{db_error, in_transaction, on_pool, Conn, Param, TxError};
+use self::queries::Queries;
 use self::time::TimeRange;
 use super::{StoreError, StoreFuture, TokenStore};
-use crate::token::{Abilities, NewTokenRecord, TokenDigest, TokenId, TokenKind, TokenRecord, UserId};
+use crate::session::{ExchangeOutcome, NewSession, RefreshExchange, SessionSummary, SessionTokens, Sessions};
+use crate::token::{TokenDigest, TokenId, TokenRecord, UserId};
 
 /// Sanctum's table name, the default of [`SqlStore::table`].
 pub const DEFAULT_TABLE: &str = "personal_access_tokens";
 
 /// Laravel's default user model, the default of [`SqlStore::tokenable_type`].
 pub const DEFAULT_TOKENABLE_TYPE: &str = "App\\Models\\User";
-
-/// The ability that marks a row as a refresh token (`["issue-access-token"]`).
-pub const REFRESH_ABILITY: &str = "issue-access-token";
-
-/// The ability that marks a row as an already exchanged refresh token (`["rotated-refresh-token"]`).
-pub const ROTATED_REFRESH_ABILITY: &str = "rotated-refresh-token";
 
 /// `CREATE TABLE` for PostgreSQL, as Sanctum's migration creates the table (`IF NOT EXISTS`).
 pub const POSTGRES_MIGRATION: &str =
@@ -147,9 +240,6 @@ pub const MYSQL_MIGRATION: &str =
 /// `CREATE TABLE` for SQLite, as Sanctum's migration creates the table (`IF NOT EXISTS`).
 pub const SQLITE_MIGRATION: &str =
     include_str!("../../../migrations/sqlite/20191214000001_create_personal_access_tokens_table.sql");
-
-const REFRESH_ABILITIES_JSON: &str = "[\"issue-access-token\"]";
-const ROTATED_REFRESH_ABILITIES_JSON: &str = "[\"rotated-refresh-token\"]";
 
 /// Which database a store talks to. (The SQL is written for all three, whatever features are on.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,8 +298,15 @@ struct Config {
     sql: Queries,
 }
 
+impl Config {
+    fn naive(&self, t: SystemTime) -> NaiveDateTime {
+        time::to_naive(t, self.offset, self.range)
+    }
+}
+
 /// A [`TokenStore`] on Laravel Sanctum's `personal_access_tokens` table, in PostgreSQL, MySQL/MariaDB
-/// or SQLite. See the [module docs](self) for what it reads and writes.
+/// or SQLite. See the [module docs](self) for what it reads and writes, and how each operation is
+/// atomic.
 ///
 /// Cheap to clone: clones share the connection pool. Configure it right after construction, with
 /// [`tokenable_type`](Self::tokenable_type), [`table`](Self::table),
@@ -222,10 +319,12 @@ pub struct SqlStore {
 
 impl SqlStore {
     /// Connects to the database at `url`, choosing the backend from its scheme: `postgres://`,
-    /// `postgresql://`, `mysql://`, `mariadb://`, `sqlite://` or `sqlite:` (e.g. `sqlite::memory:`).
+    /// `postgresql://`, `mysql://`, `mariadb://`, `sqlite://` or `sqlite:` (see the URL table in the
+    /// [module docs](self#connecting)). A SQLite URL without a `mode=` parameter creates its file if it
+    /// is missing; `sqlite::memory:` is a private in-memory database.
     ///
     /// One connection is opened at once, so a wrong URL or password fails here. A scheme whose backend
-    /// feature is not enabled is an error.
+    /// feature is not enabled is an error. The error never repeats the URL (it may hold a password).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let scheme = url.split_once(':').map(|(scheme, _)| scheme.to_ascii_lowercase()).unwrap_or_default();
         match scheme.as_str() {
@@ -242,16 +341,21 @@ impl SqlStore {
             #[cfg(feature = "sqlite")]
             "sqlite" => {
                 use std::str::FromStr;
-                let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).map_err(db_error)?;
+                let mut options = sqlx::sqlite::SqliteConnectOptions::from_str(url).map_err(db_error)?;
+                let (in_memory, mode_given) = sqlite_url_mode(url);
+                if !mode_given {
+                    // `sqlite://tokens.db` reads as "the database in tokens.db": create it, as
+                    // `?mode=rwc` would. An explicit `mode=` is SQLite's to interpret.
+                    options = options.create_if_missing(true);
+                }
                 let mut pool = sqlx::sqlite::SqlitePoolOptions::new();
-                if url.contains(":memory:") || url.contains("mode=memory") {
+                if in_memory {
                     // An in-memory database lives as long as a connection to it: keep exactly one.
                     pool = pool.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
                 }
                 let pool = pool.connect_with(options).await.map_err(db_error)?;
                 Ok(Self::from_sqlite_pool(pool))
             }
-            // Never echo the URL: it may hold a password.
             other => Err(StoreError::backend(format!(
                 "unsupported database URL scheme `{other}:` (enabled backends: {})",
                 enabled_backends()
@@ -270,14 +374,16 @@ impl SqlStore {
     ///
     /// `sqlx` sets the session `time_zone` to `+00:00` unless told otherwise
     /// (`MySqlConnectOptions::timezone`); it must match the session time zone of Laravel's connection for
-    /// `TIMESTAMP` columns to read the same on both sides.
+    /// `TIMESTAMP` columns to read the same on both sides. The store's transactions set their own
+    /// isolation level (`READ COMMITTED`), for themselves only.
     #[cfg(feature = "mysql")]
     #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
     pub fn from_mysql_pool(pool: sqlx::MySqlPool) -> Self {
         Self::from_pool(Pool::MySql(pool))
     }
 
-    /// A store on an existing SQLite pool.
+    /// A store on an existing SQLite pool. For a pool of several connections to one file, WAL mode
+    /// (`SqliteConnectOptions::journal_mode`) lets lookups proceed while a transaction commits.
     #[cfg(feature = "sqlite")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     pub fn from_sqlite_pool(pool: sqlx::SqlitePool) -> Self {
@@ -304,7 +410,7 @@ impl SqlStore {
 
     /// The `tokenable_type` of the tokens this store reads and writes: the user model's class name as
     /// Laravel writes it (default `App\Models\User`, written `"App\\Models\\User"` in Rust) or its
-    /// morph-map alias.
+    /// morph-map alias. It is always a bound parameter, so any string is safe.
     pub fn tokenable_type(mut self, tokenable_type: impl Into<String>) -> Self {
         Arc::make_mut(&mut self.config).tokenable_type = tokenable_type.into();
         self
@@ -315,7 +421,10 @@ impl SqlStore {
     /// # Panics
     ///
     /// If `table` is not a plain identifier: 1 to 63 ASCII letters, digits and `_`, not starting with a
-    /// digit. (On MySQL, names longer than 29 characters make Laravel's index names too long for
+    /// digit. The name is the one piece of SQL text that cannot be a bound parameter, so anything else is
+    /// refused rather than quoted. It is configuration written by the programmer, checked once at
+    /// start-up, so a wrong one is a bug to fix, not an error to handle; hence a panic, not a `Result`.
+    /// (On MySQL, names longer than 29 characters make Laravel's index names too long for
     /// [`create_table_if_missing`](Self::create_table_if_missing).)
     pub fn table(mut self, table: &str) -> Self {
         assert!(is_plain_identifier(table), "SqlStore::table: {table:?} is not a plain SQL identifier");
@@ -326,6 +435,14 @@ impl SqlStore {
     }
 
     /// The offset of the naive timestamps in the table from UTC: Laravel's `app.timezone`. Default UTC.
+    ///
+    /// ```no_run
+    /// use tower_token_auth::store::sql::{FixedOffset, SqlStore};
+    /// # async fn f() -> Result<(), tower_token_auth::StoreError> {
+    /// let utc_plus_one = FixedOffset::east_opt(3600).expect("within a day");
+    /// let store = SqlStore::connect("sqlite://tokens.db").await?.timezone_offset(utc_plus_one);
+    /// # let _ = store; Ok(()) }
+    /// ```
     pub fn timezone_offset(mut self, offset: FixedOffset) -> Self {
         Arc::make_mut(&mut self.config).offset = offset;
         self
@@ -365,9 +482,16 @@ impl SqlStore {
         })
     }
 
-    fn naive(&self, t: SystemTime) -> NaiveDateTime {
-        time::to_naive(t, self.config.offset, self.config.range)
+    fn parts(&self) -> (Pool, Arc<Config>) {
+        (self.pool.clone(), Arc::clone(&self.config))
     }
+}
+
+/// Whether a SQLite URL names an in-memory database, and whether it has a `mode=` parameter.
+fn sqlite_url_mode(url: &str) -> (bool, bool) {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let mode = query.split('&').find_map(|pair| pair.strip_prefix("mode="));
+    (path.ends_with(":memory:") || mode == Some("memory"), mode.is_some())
 }
 
 /// The backends compiled in, for error messages.
@@ -408,15 +532,6 @@ impl fmt::Debug for SqlStore {
     }
 }
 
-/// Maps a `sqlx` error onto the store's error kinds.
-fn db_error(e: sqlx::Error) -> StoreError {
-    match e {
-        sqlx::Error::PoolTimedOut => StoreError::timeout(),
-        e @ (sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)) => StoreError::corrupt(e),
-        e => StoreError::backend(e),
-    }
-}
-
 /// A `tokenable_id` parameter: integers as integers, other ids as text. PostgreSQL always gets text (the
 /// statement converts it to the column's type).
 enum UserIdParam {
@@ -431,266 +546,117 @@ impl UserIdParam {
             _ => UserIdParam::Text(user_id.to_text().into_owned()),
         }
     }
-}
 
-/// Binds a [`UserIdParam`] to a query of any backend.
-macro_rules! bind_user_id {
-    ($query:expr, $param:expr) => {
-        match $param {
-            UserIdParam::Int(n) => $query.bind(n),
-            UserIdParam::Text(s) => $query.bind(s),
+    fn param(&self) -> Param<'_> {
+        match self {
+            UserIdParam::Int(n) => Param::Int(*n),
+            UserIdParam::Text(s) => Param::Text(s),
         }
-    };
-}
-
-/// A row as read, before interpretation.
-struct RawRow {
-    tokenable_id: Option<String>,
-    name: Option<String>,
-    token: Option<String>,
-    abilities: Option<String>,
-    last_used_at: Option<NaiveDateTime>,
-    expires_at: Option<NaiveDateTime>,
-    created_at: Option<NaiveDateTime>,
-    /// The id as text; only read by `find_by_digest`.
-    id: Option<String>,
-}
-
-impl RawRow {
-    fn read<R>(row: &R, with_id: bool) -> Result<Self, sqlx::Error>
-    where
-        R: sqlx::Row,
-        usize: sqlx::ColumnIndex<R>,
-        for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-        for<'r> Option<NaiveDateTime>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    {
-        Ok(Self {
-            tokenable_id: row.try_get(col::TOKENABLE_ID)?,
-            name: row.try_get(col::NAME)?,
-            token: row.try_get(col::TOKEN)?,
-            abilities: row.try_get(col::ABILITIES)?,
-            last_used_at: row.try_get(col::LAST_USED_AT)?,
-            expires_at: row.try_get(col::EXPIRES_AT)?,
-            created_at: row.try_get(col::CREATED_AT)?,
-            id: if with_id { row.try_get(col::ID)? } else { None },
-        })
-    }
-
-    fn into_record(self, id: TokenId, config: &Config) -> Result<TokenRecord, StoreError> {
-        let user_id =
-            self.tokenable_id.ok_or_else(|| StoreError::corrupt(format!("token {id}: tokenable_id is NULL")))?;
-        let digest = self
-            .token
-            .as_deref()
-            .and_then(TokenDigest::from_hex)
-            .ok_or_else(|| StoreError::corrupt(format!("token {id}: the token column is not 64 hex characters")))?;
-        let abilities = match self.abilities.as_deref() {
-            None => Abilities::none(),
-            Some(json) => Abilities::from_json(json).ok_or_else(|| {
-                StoreError::corrupt(format!("token {id}: the abilities column is not a JSON array of strings"))
-            })?,
-        };
-        let kind = kind_of(&abilities);
-        let time = |naive: NaiveDateTime| time::from_naive(naive, config.offset);
-        Ok(TokenRecord {
-            id,
-            user_id: UserId::from(user_id),
-            kind,
-            name: self.name.unwrap_or_default(),
-            abilities,
-            digest,
-            created_at: self.created_at.map_or(SystemTime::UNIX_EPOCH, time),
-            expires_at: self.expires_at.map(time),
-            last_used_at: self.last_used_at.map(time),
-        })
     }
 }
 
-/// The kind a row's abilities denote (see the module docs).
-fn kind_of(abilities: &Abilities) -> TokenKind {
-    if abilities.contains_exactly(ROTATED_REFRESH_ABILITY) {
-        TokenKind::RotatedRefresh
-    } else if abilities.contains_exactly(REFRESH_ABILITY) {
-        TokenKind::Refresh
-    } else {
-        TokenKind::Access
+/// Refuses what must never reach the table, whoever built the session: no token at all, or a reserved
+/// ability (one that would make an access row read back as a refresh token, or forge bookkeeping).
+fn validate(session: &NewSession) -> Result<(), StoreError> {
+    if session.access.is_none() && session.refresh.is_none() {
+        return Err(StoreError::invalid_input("a session needs an access or a refresh token"));
     }
-}
-
-/// The `abilities` column written for a new record of `kind`.
-fn abilities_json(kind: TokenKind, abilities: &Abilities) -> String {
-    match kind {
-        TokenKind::Access => abilities.to_json(),
-        TokenKind::Refresh => REFRESH_ABILITIES_JSON.to_owned(),
-        TokenKind::RotatedRefresh => ROTATED_REFRESH_ABILITIES_JSON.to_owned(),
+    match session.abilities.reserved() {
+        Some(reserved) => Err(crate::token::InvalidToken::ReservedAbility(reserved.to_owned()).into()),
+        None => Ok(()),
     }
 }
 
 impl TokenStore for SqlStore {
-    fn find(&self, id: TokenId) -> StoreFuture<Option<Arc<TokenRecord>>> {
+    fn find(&self, id: TokenId) -> StoreFuture<Option<TokenRecord>> {
         // Ids are BIGINT: anything larger cannot exist (and must not reach the database as a negative).
         let Ok(key) = i64::try_from(id) else { return StoreFuture::ready(Ok(None)) };
-        let (pool, config) = (self.pool.clone(), Arc::clone(&self.config));
+        let (pool, config) = self.parts();
+        StoreFuture::new(
+            async move { on_pool!(&pool, |conn| ops::find(conn, &config, &config.sql.find, Param::Int(key))) },
+        )
+    }
+
+    /// One transaction; see the [module docs](self#atomicity). Reserved abilities are refused with
+    /// [`StoreErrorKind::InvalidInput`](crate::store::StoreErrorKind::InvalidInput) before anything is
+    /// sent, even in a session built by hand.
+    fn insert(&self, session: NewSession) -> StoreFuture<SessionTokens> {
+        if let Err(e) = validate(&session) {
+            return StoreFuture::ready(Err(e));
+        }
+        let (pool, config) = self.parts();
+        StoreFuture::new(
+            async move { in_transaction!(&pool, config.backend, |conn| ops::insert(conn, &config, &session)) },
+        )
+    }
+
+    /// One transaction; see the [module docs](self#atomicity).
+    fn exchange_refresh(&self, exchange: RefreshExchange) -> StoreFuture<ExchangeOutcome> {
+        let (pool, config) = self.parts();
         StoreFuture::new(async move {
-            let raw: Option<RawRow> = with_pool!(&pool, p => {
-                let row = sqlx::query(&config.sql.find)
-                    .bind(key)
-                    .bind(config.tokenable_type.as_str())
-                    .fetch_optional(p)
-                    .await
-                    .map_err(db_error)?;
-                row.map(|row| RawRow::read(&row, false)).transpose().map_err(db_error)?
-            });
-            raw.map(|raw| raw.into_record(id, &config).map(Arc::new)).transpose()
+            in_transaction!(&pool, config.backend, |conn| ops::exchange(conn, &config, &exchange))
         })
     }
 
-    fn insert(&self, token: NewTokenRecord) -> StoreFuture<TokenId> {
-        let (pool, config) = (self.pool.clone(), Arc::clone(&self.config));
-        let user_id = UserIdParam::new(&token.user_id, config.backend);
-        let created_at = self.naive(token.created_at);
-        let expires_at = token.expires_at.map(|t| self.naive(t));
-        let abilities = abilities_json(token.kind, &token.abilities);
-        let digest = token.digest.to_hex();
+    fn list_sessions(&self, user_id: &UserId) -> StoreFuture<Vec<SessionSummary>> {
+        let (pool, config) = self.parts();
+        let user_id = user_id.clone();
+        StoreFuture::new(async move { on_pool!(&pool, |conn| ops::list(conn, &config, &user_id)) })
+    }
+
+    /// One transaction; see the [module docs](self#atomicity).
+    fn revoke_sessions(&self, user_id: &UserId, sessions: Sessions) -> StoreFuture<u64> {
+        let (pool, config) = self.parts();
+        let user_id = user_id.clone();
         StoreFuture::new(async move {
-            macro_rules! insert_query {
-                () => {{
-                    let query = sqlx::query(&config.sql.insert).bind(config.tokenable_type.as_str());
-                    bind_user_id!(query, user_id)
-                        .bind(token.name)
-                        .bind(digest)
-                        .bind(abilities)
-                        .bind(expires_at)
-                        .bind(created_at)
-                        .bind(created_at)
-                }};
-            }
-            let id: i128 = match pool {
-                #[cfg(feature = "postgres")]
-                Pool::Postgres(ref p) => {
-                    use sqlx::Row;
-                    let row = insert_query!().fetch_one(p).await.map_err(db_error)?;
-                    row.try_get::<i64, _>(0).map_err(db_error)?.into()
-                }
-                #[cfg(feature = "mysql")]
-                Pool::MySql(ref p) => insert_query!().execute(p).await.map_err(db_error)?.last_insert_id().into(),
-                #[cfg(feature = "sqlite")]
-                Pool::Sqlite(ref p) => insert_query!().execute(p).await.map_err(db_error)?.last_insert_rowid().into(),
-            };
-            TokenId::try_from(id).map_err(|_| StoreError::corrupt(format!("the database assigned the id {id}")))
+            in_transaction!(&pool, config.backend, |conn| ops::revoke(conn, &config, &user_id, sessions))
         })
     }
 
-    fn revoke(&self, id: TokenId) -> StoreFuture<bool> {
-        let Ok(key) = i64::try_from(id) else { return StoreFuture::ready(Ok(false)) };
-        let (pool, config) = (self.pool.clone(), Arc::clone(&self.config));
-        StoreFuture::new(async move {
-            let rows: u64 = with_pool!(&pool, p => sqlx::query(&config.sql.revoke)
-                .bind(key)
-                .bind(config.tokenable_type.as_str())
-                .execute(p)
-                .await
-                .map_err(db_error)?
-                .rows_affected());
-            Ok(rows > 0)
-        })
-    }
-
-    fn revoke_all_for_user(&self, user_id: &UserId) -> StoreFuture<u64> {
-        let (pool, config) = (self.pool.clone(), Arc::clone(&self.config));
-        let user_id = UserIdParam::new(user_id, config.backend);
-        StoreFuture::new(async move {
-            let rows: u64 = with_pool!(&pool, p => {
-                let query = sqlx::query(&config.sql.revoke_all).bind(config.tokenable_type.as_str());
-                bind_user_id!(query, user_id).execute(p).await.map_err(db_error)?.rows_affected()
-            });
-            Ok(rows)
-        })
-    }
-
-    fn mark_refresh_rotated(&self, id: TokenId) -> StoreFuture<bool> {
-        let Ok(key) = i64::try_from(id) else { return StoreFuture::ready(Ok(false)) };
-        let (pool, config) = (self.pool.clone(), Arc::clone(&self.config));
-        let now = self.naive(SystemTime::now());
-        StoreFuture::new(async move {
-            let rows: u64 = with_pool!(&pool, p => sqlx::query(&config.sql.mark_rotated)
-                .bind(now)
-                .bind(key)
-                .bind(config.tokenable_type.as_str())
-                .execute(p)
-                .await
-                .map_err(db_error)?
-                .rows_affected());
-            Ok(rows == 1)
-        })
-    }
-
+    /// One `DELETE` (retried, like the transactions, if it deadlocks with one of them).
     fn prune_expired(&self, expired_before: SystemTime, created_before: Option<SystemTime>) -> StoreFuture<u64> {
-        let (pool, config) = (self.pool.clone(), Arc::clone(&self.config));
-        let expired_before = self.naive(expired_before);
-        let created_before = created_before.map(|t| self.naive(t));
+        let (pool, config) = self.parts();
+        let expired_before = config.naive(expired_before);
+        let created_before = created_before.map(|t| config.naive(t));
         StoreFuture::new(async move {
-            let rows: u64 = with_pool!(&pool, p => {
-                let query = match created_before {
-                    None => sqlx::query(&config.sql.prune_expired)
-                        .bind(config.tokenable_type.as_str())
-                        .bind(expired_before),
-                    Some(created_before) => sqlx::query(&config.sql.prune_expired_or_created)
-                        .bind(config.tokenable_type.as_str())
-                        .bind(expired_before)
-                        .bind(created_before),
-                };
-                query.execute(p).await.map_err(db_error)?.rows_affected()
-            });
-            Ok(rows)
+            in_transaction!(&pool, config.backend, |conn| async {
+                let ty = Param::Text(&config.tokenable_type);
+                let expired = Param::Time(Some(expired_before));
+                match created_before {
+                    None => conn.execute(&config.sql.prune_expired, &[ty, expired]).await,
+                    Some(created) => {
+                        let params = [ty, expired, Param::Time(Some(created))];
+                        conn.execute(&config.sql.prune_expired_or_created, &params).await
+                    }
+                }
+            })
         })
     }
 
-    /// Sets `last_used_at` and `updated_at` to `at`. The auth layer throttles these calls and makes them
-    /// off the request path; see the module docs.
+    /// Sets `last_used_at` and `updated_at` to `at`, unless the row was created after `at`. The auth
+    /// layer throttles these calls and makes them off the request path; see the module docs.
     fn touch_last_used(&self, id: TokenId, at: SystemTime) -> StoreFuture<()> {
         let Ok(key) = i64::try_from(id) else { return StoreFuture::ready(Ok(())) };
-        let (pool, config) = (self.pool.clone(), Arc::clone(&self.config));
-        let at = self.naive(at);
+        let (pool, config) = self.parts();
+        let at = Param::Time(Some(config.naive(at)));
         StoreFuture::new(async move {
-            let _rows: u64 = with_pool!(&pool, p => sqlx::query(&config.sql.touch)
-                .bind(at)
-                .bind(at)
-                .bind(key)
-                .bind(config.tokenable_type.as_str())
-                .execute(p)
-                .await
-                .map_err(db_error)?
-                .rows_affected());
-            Ok(())
+            on_pool!(&pool, |conn| async {
+                let params = [at, at, Param::Int(key), Param::Text(&config.tokenable_type), at];
+                conn.execute(&config.sql.touch, &params).await.map(drop)
+            })
         })
     }
 
     /// Finds a legacy (id-less) token by the unique `token` column. Finds nothing unless
     /// [`SqlStore::legacy_tokens`] is on.
-    fn find_by_digest(&self, digest: &TokenDigest) -> StoreFuture<Option<Arc<TokenRecord>>> {
+    fn find_by_digest(&self, digest: &TokenDigest) -> StoreFuture<Option<TokenRecord>> {
         if !self.config.legacy_tokens {
             return StoreFuture::ready(Ok(None));
         }
-        let (pool, config) = (self.pool.clone(), Arc::clone(&self.config));
+        let (pool, config) = self.parts();
         let hex = digest.to_hex();
         StoreFuture::new(async move {
-            let raw: Option<RawRow> = with_pool!(&pool, p => {
-                let row = sqlx::query(&config.sql.find_by_digest)
-                    .bind(hex)
-                    .bind(config.tokenable_type.as_str())
-                    .fetch_optional(p)
-                    .await
-                    .map_err(db_error)?;
-                row.map(|row| RawRow::read(&row, true)).transpose().map_err(db_error)?
-            });
-            let Some(mut raw) = raw else { return Ok(None) };
-            let id = raw
-                .id
-                .take()
-                .and_then(|id| id.parse::<TokenId>().ok())
-                .ok_or_else(|| StoreError::corrupt("a legacy token row has no integer id"))?;
-            raw.into_record(id, &config).map(|record| Some(Arc::new(record)))
+            on_pool!(&pool, |conn| ops::find(conn, &config, &config.sql.find_by_digest, Param::Text(&hex)))
         })
     }
 }
@@ -711,15 +677,34 @@ mod tests {
     }
 
     #[test]
-    fn kinds_follow_the_abilities() {
-        let kind = |json: &str| kind_of(&Abilities::from_json(json).unwrap());
-        assert_eq!(kind(r#"["*"]"#), TokenKind::Access);
-        assert_eq!(kind(r#"["issue-access-token"]"#), TokenKind::Refresh);
-        assert_eq!(kind(r#"["rotated-refresh-token"]"#), TokenKind::RotatedRefresh);
-        assert_eq!(kind(r#"["issue-access-token","rotated-refresh-token"]"#), TokenKind::RotatedRefresh);
-        assert_eq!(kind(r#"["posts:read"]"#), TokenKind::Access);
-        assert_eq!(abilities_json(TokenKind::Refresh, &Abilities::all()), REFRESH_ABILITIES_JSON);
-        assert_eq!(abilities_json(TokenKind::Access, &Abilities::all()), r#"["*"]"#);
+    fn sqlite_urls_without_a_mode_are_files_to_create() {
+        assert_eq!(sqlite_url_mode("sqlite://tokens.db"), (false, false));
+        assert_eq!(sqlite_url_mode("sqlite:///var/lib/tokens.db"), (false, false));
+        assert_eq!(sqlite_url_mode("sqlite://tokens.db?mode=ro"), (false, true));
+        assert_eq!(sqlite_url_mode("sqlite://tokens.db?cache=shared&mode=rw"), (false, true));
+        assert_eq!(sqlite_url_mode("sqlite::memory:"), (true, false));
+        assert_eq!(sqlite_url_mode("sqlite://?mode=memory"), (true, true));
+    }
+
+    #[test]
+    fn reserved_abilities_and_empty_sessions_never_reach_the_table() {
+        use crate::session::{NewSecret, SessionLimit};
+        let secret = NewSecret { digest: TokenDigest::of(b"s"), expires_at: None };
+        let session = |abilities: &[&str], access, refresh| NewSession {
+            user_id: UserId::from(5u64),
+            name: "x".into(),
+            abilities: abilities.iter().copied().collect(),
+            created_at: SystemTime::now(),
+            access,
+            refresh,
+            limit: SessionLimit::default(),
+        };
+        for reserved in ["issue-access-token", "rotated-refresh-token", "tta:session:1", "tta:grant:*"] {
+            let err = validate(&session(&[reserved], Some(secret), None)).unwrap_err();
+            assert_eq!(err.kind(), crate::StoreErrorKind::InvalidInput, "{reserved}");
+        }
+        assert!(validate(&session(&["posts:read"], None, None)).is_err());
+        assert!(validate(&session(&["posts:read"], Some(secret), Some(secret))).is_ok());
     }
 
     #[test]
