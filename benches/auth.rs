@@ -322,7 +322,8 @@ mod jwt {
     impl<S> JwtAuth<S> {
         pub(super) fn new(inner: S) -> Self {
             let secret = b"a 256-bit secret for the benchmark, not for production";
-            let keys = (EncodingKey::from_secret(secret), DecodingKey::from_secret(secret), Validation::new(Algorithm::HS256));
+            let keys =
+                (EncodingKey::from_secret(secret), DecodingKey::from_secret(secret), Validation::new(Algorithm::HS256));
             Self { inner, key: Arc::new(keys) }
         }
 

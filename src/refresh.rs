@@ -304,9 +304,9 @@ impl<St: TokenStore> RefreshTokens<St> {
     /// reuse (default 8, about a working day of hourly refreshes). A token exchanged longer ago than that
     /// is forgotten: presenting it is an ordinary invalid token (`401`, nothing revoked). Each remembered
     /// token costs a digest and a time per session (an extra entry in the refresh row's abilities on SQL),
-    /// never a record of its own.
+    /// never a record of its own. At most [`MAX_KEEP_ROTATED`](crate::session::MAX_KEEP_ROTATED) (128).
     pub fn keep_rotated(mut self, count: usize) -> Self {
-        self.keep_rotated = count;
+        self.keep_rotated = count.min(crate::session::MAX_KEEP_ROTATED);
         self
     }
 

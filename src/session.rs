@@ -324,16 +324,22 @@ pub struct RotatedRefresh {
 /// remembers.
 pub const DEFAULT_KEEP_ROTATED: usize = 8;
 
+/// The most exchanged refresh tokens a session remembers, whatever
+/// [`RefreshTokens::keep_rotated`](crate::refresh::RefreshTokens::keep_rotated) asks (each is about 95
+/// bytes of the refresh row's `abilities` column on SQL, which MySQL's `TEXT` caps at 64 KiB).
+pub const MAX_KEEP_ROTATED: usize = 128;
+
 /// An exchange of a refresh token for a new pair: what
 /// [`TokenStore::exchange_refresh`](crate::TokenStore::exchange_refresh) receives.
 ///
 /// The store decides with [`decide`](Self::decide) (which holds the rules, so every store applies the
 /// same ones) and applies the outcome atomically:
 ///
-/// - [`ExchangeDecision::Rotate`]: the session's refresh token now has `refresh`'s digest and expiry,
-///   its access token `access`'s (issued at `now`); the replaced refresh digest joins the session's
-///   rotated tokens ([`rotated_after`](Self::rotated_after)); any other access token of the session is
-///   revoked. The session keeps its id, name, abilities and creation time.
+/// - [`ExchangeDecision::Rotate`]: the session's refresh token now has `refresh`'s digest and expiry
+///   (and keeps its `created_at`, the session's start); its access token has `access`'s, issued at
+///   `now` (replaced in place, or created if it was pruned); the replaced refresh digest joins the
+///   session's rotated tokens ([`rotated_after`](Self::rotated_after)); any other access token of the
+///   session is revoked. The session keeps its id, name, abilities and creation time.
 /// - [`ExchangeDecision::Reuse`]: the session is revoked (or, with [`OnReuse::RevokeAllSessions`],
 ///   every session of its user).
 /// - [`ExchangeDecision::Invalid`]: nothing changes.

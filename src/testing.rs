@@ -341,6 +341,8 @@ where
     assert_eq!(report.leaks, 0, "{report}");
     let report = race_exchange_and_logout(make(), 20).await;
     assert_eq!(report.leaks, 0, "{report}");
+    let report = race_inserting_exchanges(make(), 20).await;
+    assert_eq!(report.leaks, 0, "{report}");
 }
 
 async fn issued_tokens_are_found_with_their_fields<St: TokenStore + Clone>(store: St) {
@@ -843,6 +845,85 @@ pub async fn race_exchange_and_logout<St: TokenStore + Clone>(store: St, rounds:
             report.exchanges += 1;
             leaked |= pair_works(&store, minted).await;
         }
+        report.leaks += usize::from(leaked);
+        store.revoke_all_for_user(&user).await.unwrap();
+    }
+    report
+}
+
+/// Like [`race_exchange_and_logout`] and [`race_presentations`], on sessions whose access token was
+/// pruned, so that the exchange has to **create** one rather than replace it in place: on PostgreSQL a
+/// logout whose snapshot predates a concurrent insert cannot see the inserted row, which the other races
+/// never exercise. Each round races one exchange against a logout, then two presentations against each
+/// other; counts leaks. It prunes: run it on a store (table, key prefix) of its own.
+pub async fn race_inserting_exchanges<St: TokenStore + Clone>(store: St, rounds: usize) -> RaceReport {
+    let mut report = RaceReport { rounds, ..RaceReport::default() };
+    let now = now_secs();
+    let hour = Duration::from_secs(3600);
+    let past = RefreshTokens::new(store.clone())
+        .clock(crate::clock::ManualClock::new(now - 2 * hour))
+        .access_ttl(Duration::from_secs(60));
+    let tokens = RefreshTokens::new(store.clone());
+    for round in 0..rounds {
+        let user = fresh_user();
+        let logout_pair = past.issue_pair(NewPair::new(user.clone())).await.unwrap();
+        let reuse_pair = past.issue_pair(NewPair::new(user.clone())).await.unwrap();
+        store.prune_expired(now, None).await.unwrap();
+        assert!(!works(&store, &logout_pair.access).await, "round {round}: the access token was pruned");
+        assert!(works(&store, &logout_pair.refresh).await, "round {round}: the refresh token lives on");
+
+        // An exchange that inserts, racing log out everywhere.
+        let barrier = Arc::new(Barrier::new(2));
+        let exchange = {
+            let (tokens, headers, barrier) = (tokens.clone(), bearer(&logout_pair.refresh), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                tokens.exchange(&headers).await
+            })
+        };
+        let logout = {
+            let (store, user, barrier) = (store.clone(), user.clone(), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.revoke_all_for_user(&user).await
+            })
+        };
+        logout.await.expect("the logout task does not panic").expect("logout succeeds");
+        let mut leaked = false;
+        if let Ok(minted) = exchange.await.expect("the exchange task does not panic") {
+            report.exchanges += 1;
+            leaked |= pair_works(&store, &minted).await;
+        }
+        leaked |= pair_works(&store, &logout_pair).await || pair_works(&store, &reuse_pair).await;
+
+        // Two inserting presentations of one token: one wins, the other is reuse, nothing survives.
+        let user = fresh_user();
+        let pair = past.issue_pair(NewPair::new(user.clone())).await.unwrap();
+        store.prune_expired(now, None).await.unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                let (tokens, headers, barrier) = (tokens.clone(), bearer(&pair.refresh), Arc::clone(&barrier));
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    tokens.exchange(&headers).await
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for task in tasks {
+            match task.await.expect("an exchange task does not panic") {
+                Ok(minted) => winners.push(minted),
+                Err(RefreshError::Reused { .. }) => report.reuses += 1,
+                Err(RefreshError::Invalid) => {}
+                Err(other) => panic!("round {round}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: one of two inserting presentations wins");
+        for minted in &winners {
+            leaked |= pair_works(&store, minted).await;
+        }
+        report.exchanges += winners.len();
         report.leaks += usize::from(leaked);
         store.revoke_all_for_user(&user).await.unwrap();
     }

@@ -245,7 +245,12 @@ impl UserTokens {
                     }
                 }
             }
-            UserTokens::Heap(ids) => ids.retain(|&id| keep(id) || { removed.push(id); false }),
+            UserTokens::Heap(ids) => ids.retain(|&id| {
+                keep(id) || {
+                    removed.push(id);
+                    false
+                }
+            }),
         }
         removed
     }
@@ -315,7 +320,12 @@ impl MemoryStore {
     pub fn records_of(&self, user_id: &UserId) -> usize {
         let Some(user) = self.shared.users.get(user_id) else { return 0 };
         user.ids()
-            .map(|id| self.shared.tokens.get(&id).map_or(0, |slot| 1 + if slot.kind() == TokenKind::Refresh { slot.rotated().len() } else { 0 }))
+            .map(|id| {
+                self.shared
+                    .tokens
+                    .get(&id)
+                    .map_or(0, |slot| 1 + if slot.kind() == TokenKind::Refresh { slot.rotated().len() } else { 0 })
+            })
             .sum()
     }
 
@@ -425,7 +435,9 @@ impl MemoryStore {
         let access_id = new.access.map(|_| self.allocate_id());
         let session_id = SessionId::new(refresh_id.or(access_id).expect("checked above"));
         let shared_details = details(&new.name, &new.abilities, Vec::new());
-        for (id, kind, secret) in [(refresh_id, TokenKind::Refresh, new.refresh), (access_id, TokenKind::Access, new.access)] {
+        for (id, kind, secret) in
+            [(refresh_id, TokenKind::Refresh, new.refresh), (access_id, TokenKind::Access, new.access)]
+        {
             let (Some(id), Some(secret)) = (id, secret) else { continue };
             let slot = Slot::new(
                 new.user_id.clone(),
@@ -454,7 +466,12 @@ impl MemoryStore {
         if !user.contains(exchange.token_id) {
             return ExchangeOutcome::Invalid;
         }
-        let Some(current) = self.shared.tokens.get(&exchange.token_id).map(|slot| (slot.record(exchange.token_id), slot.rotated().to_vec())) else {
+        let Some(current) = self
+            .shared
+            .tokens
+            .get(&exchange.token_id)
+            .map(|slot| (slot.record(exchange.token_id), slot.rotated().to_vec()))
+        else {
             return ExchangeOutcome::Invalid;
         };
         let (current, rotated) = current;
@@ -478,7 +495,11 @@ impl MemoryStore {
             ExchangeDecision::Rotate => {
                 let old_access = user.retain(|id| {
                     id == exchange.token_id
-                        || !self.shared.tokens.get(&id).is_some_and(|s| s.session() == session && s.kind() == TokenKind::Access)
+                        || !self
+                            .shared
+                            .tokens
+                            .get(&id)
+                            .is_some_and(|s| s.session() == session && s.kind() == TokenKind::Access)
                 });
                 let access_id = old_access.first().copied().unwrap_or_else(|| self.allocate_id());
                 let new_details =
@@ -561,9 +582,8 @@ impl MemoryStore {
             },
             Sessions::Only(_) | Sessions::AllExcept(_) => {
                 let Some(mut user) = self.shared.users.get_mut(user_id) else { return 0 };
-                let taken = user.retain(|id| {
-                    !self.shared.tokens.get(&id).is_some_and(|slot| which.includes(slot.session()))
-                });
+                let taken =
+                    user.retain(|id| !self.shared.tokens.get(&id).is_some_and(|slot| which.includes(slot.session())));
                 let now_empty = user.is_empty();
                 drop(user);
                 if now_empty {

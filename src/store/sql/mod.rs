@@ -568,6 +568,14 @@ fn validate(session: &NewSession) -> Result<(), StoreError> {
 }
 
 impl TokenStore for SqlStore {
+    fn backend_name(&self) -> &'static str {
+        match self.config.backend {
+            Backend::Postgres => "postgres",
+            Backend::MySql => "mysql",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+
     fn find(&self, id: TokenId) -> StoreFuture<Option<TokenRecord>> {
         // Ids are BIGINT: anything larger cannot exist (and must not reach the database as a negative).
         let Ok(key) = i64::try_from(id) else { return StoreFuture::ready(Ok(None)) };
