@@ -182,7 +182,7 @@ impl<St> LogoutService<St> {
 
     /// Revokes only the presenting device.
     #[deprecated(
-        since = "0.2.0",
+        since = "0.1.0",
         note = "use `.scope(LogoutScope::Local)`: it logs the device out, its refresh token included; this method now does the same"
     )]
     pub fn current_token_only(self) -> Self {
