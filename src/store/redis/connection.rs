@@ -1,0 +1,159 @@
+//! One connection type for both deployments, so the store has one code path: a
+//! [`ConnectionManager`] to a single primary, or a [`ClusterConnection`] to a Redis Cluster.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Value};
+
+use crate::store::StoreError;
+
+#[derive(Clone)]
+pub(super) enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    #[inline]
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Connection {
+    /// Sends `cmd` to every primary in turn (one primary when not a cluster), e.g. `SCAN`.
+    pub(super) async fn primaries(&mut self) -> Result<Vec<Option<(String, u16)>>, RedisError> {
+        let Connection::Cluster(cluster) = self else { return Ok(vec![None]) };
+        let slots: Value = cluster
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await?;
+        let mut primaries = Vec::new();
+        if let Value::Array(ranges) = slots {
+            for range in ranges {
+                let Value::Array(parts) = range else { continue };
+                let Some(Value::Array(node)) = parts.get(2) else { continue };
+                let (Some(host), Some(Value::Int(port))) = (node.first(), node.get(1)) else { continue };
+                let host = match host {
+                    Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                    Value::SimpleString(s) => s.clone(),
+                    _ => continue,
+                };
+                let Ok(port) = u16::try_from(*port) else { continue };
+                if !primaries.contains(&Some((host.clone(), port))) {
+                    primaries.push(Some((host, port)));
+                }
+            }
+        }
+        Ok(primaries)
+    }
+
+    /// Runs `cmd` on the given primary (from [`primaries`](Self::primaries)).
+    pub(super) async fn on(&mut self, node: &Option<(String, u16)>, cmd: Cmd) -> Result<Value, RedisError> {
+        match (self, node) {
+            (Connection::Cluster(cluster), Some((host, port))) => {
+                let routing =
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port });
+                cluster.route_command(cmd, routing).await
+            }
+            (conn, _) => cmd.query_async(conn).await,
+        }
+    }
+}
+
+/// How the manager reconnects: one attempt per failed request, no backoff of its own. A refused
+/// connection then fails the request at once, with its cause (issue 13), instead of waiting out
+/// retries until the command timeout hides it; the next request tries again.
+fn manager_config(connect_timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_response_timeout(None)
+        .set_connection_timeout(Some(connect_timeout))
+        .set_number_of_retries(0)
+}
+
+pub(super) async fn connect_single(url: &str, timeout: Duration) -> Result<ConnectionManager, StoreError> {
+    let client = redis::Client::open(url).map_err(super::map_error)?;
+    // Connect once on our own: the manager would retry a refused connection until the timeout, and
+    // report only the timeout.
+    let config = AsyncConnectionConfig::new().set_connection_timeout(Some(timeout)).set_response_timeout(Some(timeout));
+    let probe = client.get_multiplexed_async_connection_with_config(&config);
+    match tokio::time::timeout(timeout, probe).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(super::map_error(e)),
+        Err(_) => return Err(StoreError::timeout()),
+    }
+    let manager = ConnectionManager::new_with_config(client, manager_config(timeout));
+    match tokio::time::timeout(timeout, manager).await {
+        Ok(result) => result.map_err(super::map_error),
+        Err(_) => Err(StoreError::timeout()),
+    }
+}
+
+pub(super) fn connect_single_lazy(url: &str, timeout: Duration) -> Result<ConnectionManager, StoreError> {
+    let client = redis::Client::open(url).map_err(super::map_error)?;
+    ConnectionManager::new_lazy_with_config(client, manager_config(timeout)).map_err(super::map_error)
+}
+
+/// A cluster client from seed nodes. Retries (topology changes, a failed primary) wait 10 to 100 ms,
+/// so a promoted replica is found within a few hundred milliseconds of its promotion; the command
+/// timeout bounds the whole request.
+fn cluster_builder<S: AsRef<str>>(nodes: &[S], timeout: Duration) -> Result<ClusterClientBuilder, StoreError> {
+    let nodes: Vec<&str> = nodes.iter().map(|n| n.as_ref().trim()).filter(|n| !n.is_empty()).collect();
+    if nodes.is_empty() {
+        return Err(StoreError::backend("a Redis Cluster needs at least one seed node URL"));
+    }
+    Ok(ClusterClientBuilder::new(nodes)
+        .connection_timeout(timeout)
+        .retries(6)
+        .min_retry_wait(10)
+        .max_retry_wait(100)
+        .retry_wait_formula(10, 2))
+}
+
+pub(super) async fn connect_cluster<S: AsRef<str>>(
+    nodes: &[S],
+    timeout: Duration,
+) -> Result<ClusterConnection, StoreError> {
+    let client = cluster_builder(nodes, timeout)?.build().map_err(super::map_error)?;
+    match tokio::time::timeout(timeout, client.get_async_connection()).await {
+        Ok(result) => result.map_err(super::map_error),
+        Err(_) => Err(StoreError::timeout()),
+    }
+}
+
+pub(super) fn connect_cluster_lazy<S: AsRef<str>>(
+    nodes: &[S],
+    timeout: Duration,
+) -> Result<ClusterConnection, StoreError> {
+    let client = cluster_builder(nodes, timeout)?.build().map_err(super::map_error)?;
+    let config = redis::cluster::ClusterConfig::new().set_connection_timeout(timeout);
+    Ok(client.get_pending_async_connection_with_config(config))
+}
