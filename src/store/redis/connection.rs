@@ -7,7 +7,9 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::{
+    AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
+};
 
 use crate::store::StoreError;
 
@@ -22,7 +24,7 @@ impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Connection::Single(c) => c.req_packed_command(cmd),
-            Connection::Cluster(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => Box::pin(cluster_request(c, cmd)),
         }
     }
 
@@ -42,6 +44,52 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Single(c) => c.get_db(),
             Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// A request to the cluster that also gets through a slot migration:
+///
+/// * redis-rs follows `ASK` by sending `ASKING` and then the command as two requests on the target's
+///   multiplexed connection, so under concurrency another request's command often comes in between
+///   and takes the `ASKING`; the command is then bounced back (`MOVED`) until redis-rs gives up with
+///   the `ASK` error. Here `ASKING` and the command go as one pipeline, which the connection writes in
+///   one piece.
+/// * A multi-key command (every script here) on a slot whose keys are split between two nodes gets
+///   `TRYAGAIN` until the migration of that slot ends. That, `CLUSTERDOWN` (a failover in progress),
+///   a `MOVED` left over once redis-rs has used its retries while the topology changes, and "no
+///   connection" while it rebuilds its connections all mean the command did not run: it is tried
+///   again every 10 ms. The caller's command timeout bounds the whole request.
+async fn cluster_request(cluster: &mut ClusterConnection, cmd: &Cmd) -> RedisResult<Value> {
+    let mut result = cluster.req_packed_command(cmd).await.and_then(Value::extract_error);
+    loop {
+        let error = match result {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        match error.kind() {
+            ErrorKind::Server(ServerErrorKind::Ask) => {
+                let Some((host, port)) = error
+                    .redirect_node()
+                    .and_then(|(node, _)| node.rsplit_once(':'))
+                    .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
+                else {
+                    return Err(error);
+                };
+                let mut asking = redis::pipe();
+                asking.cmd("ASKING").add_command(cmd.clone());
+                let route = SingleNodeRoutingInfo::ByAddress { host, port };
+                result = cluster.route_pipeline(asking, 1, 1, route).await.and_then(|mut replies| {
+                    replies.pop().ok_or_else(|| RedisError::from((ErrorKind::Parse, "no reply after ASKING")))
+                });
+                result = result.and_then(Value::extract_error);
+            }
+            ErrorKind::Server(ServerErrorKind::TryAgain | ServerErrorKind::ClusterDown | ServerErrorKind::Moved)
+            | ErrorKind::ClusterConnectionNotFound => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                result = cluster.req_packed_command(cmd).await.and_then(Value::extract_error);
+            }
+            _ => return Err(error),
         }
     }
 }
