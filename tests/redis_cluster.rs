@@ -520,7 +520,7 @@ async fn a_slot_migrated_under_load_is_followed_transparently() {
     let api = serve_api(TokenAuthLayer::new(store.clone())).await;
     let load = Load::start(&[api], &bearers, 16);
 
-    // Logins, refreshes and logouts of the same user go on during the migration too.
+    // Logins, refreshes, listings and logouts of the same user go on during the migration too.
     let writes = {
         let (store, user) = (store.clone(), user.clone());
         tokio::spawn(async move {
@@ -530,6 +530,10 @@ async fn a_slot_migrated_under_load_is_followed_transparently() {
                 let result = async {
                     let pair = tokens.issue_pair(NewPair::new(user.clone()).name("churn")).await?;
                     let next = tokens.exchange(&bearer(&pair.refresh)).await.map_err(|e| format!("{e}"))?;
+                    let listed = store.list_sessions(&user).await?;
+                    if !listed.iter().any(|s| s.id == next.session_id()) {
+                        return Err(format!("session {} not listed", next.session_id()).into());
+                    }
                     store.revoke_session(&user, next.session_id()).await?;
                     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
                 }

@@ -425,7 +425,10 @@ async fn unreadable_sessions_are_corrupt_errors() {
         let original: Option<Vec<u8>> = redis::cmd("HGET").arg(&key).arg(field).query_async(&mut conn).await.unwrap();
         let _: i64 = redis::cmd("HSET").arg(&key).arg(field).arg(value).query_async(&mut conn).await.unwrap();
         match store.find(pair.access.record.id).await {
-            Err(e) if e.kind() == StoreErrorKind::Corrupt => assert!(e.to_string().contains(&key), "{e}"),
+            // The error names the session (without the prefix) and the field.
+            Err(e) if e.kind() == StoreErrorKind::Corrupt => {
+                assert!(e.to_string().contains(&key[prefix.len()..]) && e.to_string().contains(field), "{e}")
+            }
             Ok(found) if field == "u" => assert_eq!(found.unwrap().user_id, "\u{0}\u{ff}"),
             other => panic!("field {field} = {value:?}: {other:?}"),
         }

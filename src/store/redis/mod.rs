@@ -111,11 +111,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, RedisError, Script, Value};
 
-use self::connection::Connection;
+use self::connection::{top_level_error, Connection};
 use self::decode::{field, to_millis, Reader};
 use self::layout::{bucket_of, member, parse_member, Keys, Slot, MAX_SEQ};
 use super::{StoreError, StoreFuture, TokenStore};
@@ -717,13 +717,14 @@ impl Ops {
             [field::USER, field::SESSION_ID, field::NAME, field::ABILITIES, field::CREATED, ad, ae, al, rd, re, rl];
         let mut sessions = Vec::with_capacity(members.len());
         for chunk in members.chunks(PAGE) {
-            let mut pipe = redis::pipe();
+            let mut read = scripts::READ_SESSIONS.prepare_invoke();
             for m in chunk {
                 let seq =
                     parse_member(m).ok_or_else(|| StoreError::corrupt(format!("{}: a malformed member", what())))?;
-                pipe.cmd("HMGET").arg(self.keys.session(user.bucket, seq)).arg(&fields[..]);
+                read.key(self.keys.session(user.bucket, seq));
             }
-            let replies: Vec<Value> = bounded(self.timeout, pipe.query_async(&mut self.conn)).await?;
+            read.arg(&fields[..]);
+            let replies = decode::array(self.invoke(&read).await?, &what)?;
             for reply in replies {
                 let values: [Option<Vec<u8>>; 11] = decode::fields(reply, &what)?;
                 let [u, sid, n, ab, c, ad_v, ae_v, al_v, rd_v, re_v, rl_v] = &values;
@@ -877,10 +878,14 @@ impl TokenStore for RedisStore {
         let mut cmd = Cmd::with_capacity(2 + fields.len(), 64 + self.keys.prefix().len());
         cmd.arg("HMGET").arg(self.keys.session(slot.bucket, slot.seq)).arg(&fields[..]);
         let mut conn = self.conn.clone();
-        let (timeout, keys) = (self.timeout, Arc::clone(&self.keys));
+        let timeout = self.timeout;
+        // No `Arc` of the key names is cloned for the error messages: every clone and drop of a
+        // shared count is a write to a cache line all request threads share.
         StoreFuture::new(async move {
-            let reply = bounded(timeout, cmd.query_async::<Value>(&mut conn)).await?;
-            let what = || format!("session {} (token {id})", keys.session(slot.bucket, slot.seq));
+            // Not `query_async`: its `extract_error` copies the reply's array (see `top_level_error`).
+            let reply =
+                bounded(timeout, async { conn.req_packed_command(&cmd).await.and_then(top_level_error) }).await?;
+            let what = || format!("session {{{}}}:s:{} (token {id})", slot.bucket, slot.seq);
             decode::token_record(id, slot.kind, decode::fields(reply, &what)?, &what)
         })
     }
@@ -936,13 +941,14 @@ impl RedisStore {
     /// startup.
     pub async fn load_scripts(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let all: [&Script; 7] = [
+        let all: [&Script; 8] = [
             &scripts::PREPARE_INSERT,
             &scripts::COMMIT_INSERT,
             &scripts::ROTATE,
             &scripts::REVOKE_REUSED,
             &scripts::REVOKE_PAGE,
             &scripts::PRUNE_PAGE,
+            &scripts::READ_SESSIONS,
             &scripts::TOUCH,
         ];
         for script in all {

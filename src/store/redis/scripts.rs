@@ -279,6 +279,22 @@ return pruned
     )
 });
 
+/// Reads the listing fields of a page of sessions (a script rather than a pipeline: in a cluster,
+/// a pipeline is not redirected through a slot migration as a single command is).
+///
+/// KEYS: the sessions. ARGV: the fields. Returns one array of values per session.
+pub(super) static READ_SESSIONS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local out = {}
+for i = 1, #KEYS do
+  out[i] = redis.call('HMGET', KEYS[i], unpack(ARGV))
+end
+return out
+",
+    )
+});
+
 /// Records a token's last use, only if the token exists (never creates a key or a field of a
 /// deleted token).
 ///
