@@ -243,6 +243,8 @@ enum Path {
     RawClone,
     RawManager,
     RawManagerTimeout,
+    /// The layer with `lookup_timeout(None)`: the store's command timeout is then the only timer.
+    LayerOneTimer,
 }
 
 impl Path {
@@ -255,6 +257,7 @@ impl Path {
             Path::RawClone => "raw_clone",
             Path::RawManager => "raw_manager",
             Path::RawManagerTimeout => "raw_manager_timeout",
+            Path::LayerOneTimer => "layer_one_timer",
         }
     }
 }
@@ -273,7 +276,9 @@ async fn drive(
     let tasks: Vec<_> = (0..concurrency)
         .map(|worker| {
             let (tokens, store, mut raw) = (Arc::clone(&target.tokens), target.store.clone(), target.raw.clone());
-            let mut layer = TokenAuthLayer::new(store.clone()).layer(empty_ok());
+            let layer = TokenAuthLayer::new(store.clone());
+            let layer = if path == Path::LayerOneTimer { layer.lookup_timeout(None) } else { layer };
+            let mut layer = layer.layer(empty_ok());
             let manager = target.manager.clone();
             let prefix = target.store.prefix().to_owned();
             let (done, stop) = (Arc::clone(&done), Arc::clone(&stop));
@@ -317,7 +322,7 @@ async fn drive(
                         Path::Find => {
                             black_box(store.find(token.id).await.expect("find").expect("stored"));
                         }
-                        Path::Layer => {
+                        Path::Layer | Path::LayerOneTimer => {
                             let response = layer.ready().await.expect("ready").call(token.template.request()).await;
                             debug_assert_eq!(response.as_ref().map(|r| r.status()).ok(), Some(StatusCode::OK));
                             black_box(response.expect("infallible"));
@@ -439,9 +444,16 @@ fn ratio_report(target: &Target, multi: &tokio::runtime::Runtime) {
     if diagnose {
         // Allocations per request, one loop, sequentially (the runtime's own tasks allocate too).
         println!("\n{}: allocations per request (sequential, 2,000 requests each)", target.name);
-        for path in
-            [Path::Raw, Path::RawClone, Path::RawManager, Path::RawManagerTimeout, Path::Find, Path::Ideal, Path::Layer]
-        {
+        for path in [
+            Path::Raw,
+            Path::RawClone,
+            Path::RawManager,
+            Path::RawManagerTimeout,
+            Path::Find,
+            Path::Ideal,
+            Path::Layer,
+            Path::LayerOneTimer,
+        ] {
             multi.block_on(drive(target, path, 1, Some(200), Arc::default()));
             ALLOCATIONS.store(0, Ordering::SeqCst);
             COUNTING.store(true, Ordering::SeqCst);
@@ -455,7 +467,7 @@ fn ratio_report(target: &Target, multi: &tokio::runtime::Runtime) {
     for concurrency in CONCURRENCY {
         let mut paths = vec![Path::Raw, Path::Layer, Path::Find, Path::Ideal];
         if diagnose {
-            paths.extend([Path::RawClone, Path::RawManager, Path::RawManagerTimeout]);
+            paths.extend([Path::RawClone, Path::RawManager, Path::RawManagerTimeout, Path::LayerOneTimer]);
         }
         let mut rates: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
         let mut client_cpu: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
@@ -509,11 +521,19 @@ fn ratio_report(target: &Target, multi: &tokio::runtime::Runtime) {
 fn profile_path(target: &Target, multi: &tokio::runtime::Runtime, spec: &str) {
     let mut parts = spec.split(':');
     let name = parts.next().unwrap_or_default();
-    let path =
-        [Path::Raw, Path::Find, Path::Layer, Path::Ideal, Path::RawClone, Path::RawManager, Path::RawManagerTimeout]
-            .into_iter()
-            .find(|p| p.name() == name)
-            .expect("a path name");
+    let path = [
+        Path::Raw,
+        Path::Find,
+        Path::Layer,
+        Path::Ideal,
+        Path::RawClone,
+        Path::RawManager,
+        Path::RawManagerTimeout,
+        Path::LayerOneTimer,
+    ]
+    .into_iter()
+    .find(|p| p.name() == name)
+    .expect("a path name");
     let concurrency = parts.next().and_then(|c| c.parse().ok()).unwrap_or(16);
     let requests = parts.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
     multi.block_on(drive(target, path, concurrency, Some(200), Arc::default()));

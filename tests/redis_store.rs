@@ -260,8 +260,8 @@ async fn ids_past_ten_to_the_fourteen_and_two_to_the_fifty_three_work() {
     }
     // The largest id there is: the parser accepts it, the store finds nothing and does not fail.
     assert!(store.find(u64::MAX).await.unwrap().is_none());
-    let exhausted: () = redis::cmd("SET").arg(&counter).arg(1u64 << 49).query_async(&mut conn).await.unwrap();
-    let _ = exhausted;
+    // A bucket whose counter is past the last session number refuses new sessions.
+    let _: () = redis::cmd("SET").arg(&counter).arg(1u64 << 49).query_async(&mut conn).await.unwrap();
     let err = store.issue(NewToken::access(user.clone())).await.unwrap_err();
     assert_eq!(err.kind(), StoreErrorKind::Backend, "an exhausted bucket is an error, not a wrapped id: {err}");
     assert!(works(&store, &first.access).await, "sessions before the jump still work");
@@ -565,7 +565,7 @@ async fn a_user_with_twenty_thousand_sessions_logs_out_in_short_scripts_and_comp
     let log: Vec<redis::Value> = redis::cmd("SLOWLOG").arg("GET").arg(-1).query_async(&mut conn).await.unwrap();
     let mut scripts = 0;
     let mut longest = 0;
-    let mut slowest = 0;
+    let mut page_micros = Vec::new();
     for entry in &log {
         let redis::Value::Array(parts) = entry else { continue };
         let Some(redis::Value::Int(micros)) = parts.get(2) else { continue };
@@ -579,10 +579,20 @@ async fn a_user_with_twenty_thousand_sessions_logs_out_in_short_scripts_and_comp
             // Slow log entries keep 32 arguments; the key count is the third.
             let keys: usize = arg(2).parse().unwrap();
             longest = longest.max(keys);
-            slowest = slowest.max(*micros);
+            if keys > 50 {
+                page_micros.push(*micros);
+            }
         }
     }
-    println!("{scripts} script calls, at most {longest} keys each; the slowest ran {slowest} µs");
+    page_micros.sort_unstable();
+    let percentile = |p: usize| page_micros.get(page_micros.len() * p / 100).copied().unwrap_or_default();
+    println!(
+        "{scripts} script calls, at most {longest} keys each; a page of sessions ran {} µs (median), {} µs \
+         (90th percentile), {} µs (slowest: the machine is shared, so this includes preemption)",
+        percentile(50),
+        percentile(90),
+        page_micros.last().copied().unwrap_or_default()
+    );
     assert!(scripts >= SESSIONS / 100, "the logout ran in pages: {scripts} scripts");
     assert!(longest <= 2 + 100, "a script touched {longest} keys");
 

@@ -114,7 +114,7 @@ async fn follow(cluster: &mut ClusterConnection, cmd: &Cmd, error: RedisError) -
 /// array it walks through, about 600 instructions for a `find` reply (callgrind), and the errors
 /// acted on here are never nested.
 #[inline]
-pub(super) fn top_level_error(value: Value) -> RedisResult<Value> {
+fn top_level_error(value: Value) -> RedisResult<Value> {
     match value {
         Value::ServerError(error) => Err(error.into()),
         value => Ok(value),
@@ -122,6 +122,20 @@ pub(super) fn top_level_error(value: Value) -> RedisResult<Value> {
 }
 
 impl Connection {
+    /// One command, as `ConnectionLike::req_packed_command` but without the second box around a
+    /// cluster request (the hot path: `find`). Its own state is two pointers; redis-rs boxes the
+    /// request, and the rare follow-up has a box of its own.
+    #[inline]
+    pub(super) async fn request(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd).await.and_then(top_level_error),
+            Connection::Cluster(c) => match c.req_packed_command(cmd).await.and_then(top_level_error) {
+                Err(error) if should_follow(&error) => Box::pin(follow(c, cmd, error)).await,
+                result => result,
+            },
+        }
+    }
+
     /// Sends `cmd` to every primary in turn (one primary when not a cluster), e.g. `SCAN`.
     pub(super) async fn primaries(&mut self) -> Result<Vec<Option<(String, u16)>>, RedisError> {
         let Connection::Cluster(cluster) = self else { return Ok(vec![None]) };
