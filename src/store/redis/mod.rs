@@ -378,6 +378,34 @@ impl Ops {
         }
     }
 
+    /// The session keys of index `members` of `user`.
+    fn session_keys(&self, user: &UserKeys, members: &[Vec<u8>]) -> Result<Vec<layout::SessionKey<'_>>, StoreError> {
+        members
+            .iter()
+            .map(|m| {
+                let seq = parse_member(m).ok_or_else(|| {
+                    StoreError::corrupt(format!("the session index {} holds a malformed member", user.by_creation))
+                })?;
+                Ok(self.keys.session(user.bucket, seq))
+            })
+            .collect()
+    }
+
+    /// `script` with the keys of a page: the user's two indexes, then the sessions of `members`.
+    fn page_invocation<'s>(
+        &self,
+        script: &'s Script,
+        user: &UserKeys,
+        members: &[Vec<u8>],
+    ) -> Result<redis::ScriptInvocation<'s>, StoreError> {
+        let mut invocation = script.prepare_invoke();
+        invocation.key(&user.by_creation).key(&user.by_deadline);
+        for key in self.session_keys(user, members)? {
+            invocation.key(key);
+        }
+        Ok(invocation)
+    }
+
     async fn query(&mut self, cmd: &Cmd) -> Result<Value, StoreError> {
         bounded(self.timeout, cmd.query_async::<Value>(&mut self.conn)).await
     }
@@ -688,14 +716,7 @@ impl Ops {
         keep: &str,
         only: &str,
     ) -> Result<(u64, Option<Next>), StoreError> {
-        let mut invocation = scripts::REVOKE_PAGE.prepare_invoke();
-        invocation.key(&user.by_creation).key(&user.by_deadline);
-        for m in members {
-            let seq = parse_member(m).ok_or_else(|| {
-                StoreError::corrupt(format!("the session index {} holds a malformed member", user.by_creation))
-            })?;
-            invocation.key(self.keys.session(user.bucket, seq));
-        }
+        let mut invocation = self.page_invocation(&scripts::REVOKE_PAGE, user, members)?;
         invocation.arg(&*user_id.to_text()).arg(cutoff).arg(PAGE).arg(keep).arg(only);
         for m in members {
             invocation.arg(&m[..]);
@@ -740,10 +761,8 @@ impl Ops {
         let mut sessions = Vec::with_capacity(members.len());
         for chunk in members.chunks(PAGE) {
             let mut read = scripts::READ_SESSIONS.prepare_invoke();
-            for m in chunk {
-                let seq =
-                    parse_member(m).ok_or_else(|| StoreError::corrupt(format!("{}: a malformed member", what())))?;
-                read.key(self.keys.session(user.bucket, seq));
+            for key in self.session_keys(&user, chunk)? {
+                read.key(key);
             }
             read.arg(&fields[..]);
             let replies = decode::array(self.invoke(&read).await?, &what)?;
@@ -858,14 +877,7 @@ impl Ops {
         expired_before: &str,
         created_before: &str,
     ) -> Result<u64, StoreError> {
-        let mut invocation = scripts::PRUNE_PAGE.prepare_invoke();
-        invocation.key(&user.by_creation).key(&user.by_deadline);
-        for m in members {
-            let seq = parse_member(m).ok_or_else(|| {
-                StoreError::corrupt(format!("the session index {} holds a malformed member", user.by_creation))
-            })?;
-            invocation.key(self.keys.session(user.bucket, seq));
-        }
+        let mut invocation = self.page_invocation(&scripts::PRUNE_PAGE, user, members)?;
         invocation.arg(expired_before).arg(created_before).arg(self.grace_ms);
         for m in members {
             invocation.arg(&m[..]);
