@@ -990,3 +990,29 @@ impl RedisStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn debug_output_never_shows_the_connection_or_its_password() {
+        for url in ["redis://:hunter2@127.0.0.1:1/0", "redis://:hunter2@127.0.0.1:1,redis://:hunter2@127.0.0.1:2"] {
+            let store = RedisStore::connect_lazy(url).unwrap().key_prefix("app:");
+            let debug = format!("{store:?}");
+            assert!(!debug.contains("hunter2") && !debug.contains("127.0.0.1"), "{debug}");
+            assert!(debug.contains("app:"), "{debug}");
+            assert_eq!(store.is_cluster(), url.contains(','));
+        }
+    }
+
+    #[test]
+    fn deadlines_are_the_latest_expiry_plus_the_grace_or_never() {
+        let at = |ms: u64| Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
+        assert_eq!(deadline([&at(5), &at(9)], 1), Some(10));
+        assert_eq!(deadline([&at(5), &None], 1), None, "a token that never expires keeps the session");
+        assert_eq!(deadline([&at(5)], FOREVER_MS), None, "too far to matter");
+        assert_eq!(deadline([&Some(SystemTime::UNIX_EPOCH - Duration::from_secs(1))], 0), Some(1), "past: at least 1");
+        assert_eq!(deadline_arg(None), "inf");
+    }
+}
