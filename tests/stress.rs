@@ -144,17 +144,20 @@ async fn logout_during_thousands_of_in_flight_requests_leaks_nothing_with_the_re
         println!("skipped: TOWER_TOKEN_AUTH_REDIS_URL is not set");
         return;
     };
-    let prefix = format!("tta-test:stress:{}-{}:", std::process::id(), support::contract::fresh_user());
+    let prefix = format!("tta-test:stress:{}-{}:", std::process::id(), tower_token_auth::testing::fresh_user());
     let store = tower_token_auth::store::RedisStore::connect(&url).await.unwrap().key_prefix(&prefix);
     let outcome = tokio::time::timeout(
         BOUND,
-        logout_under_load(store, support::contract::fresh_user(), support::contract::fresh_user()),
+        logout_under_load(store, tower_token_auth::testing::fresh_user(), tower_token_auth::testing::fresh_user()),
     )
     .await
     .expect("bounded in time");
-    // Every token is revoked by now; only the id counter is left in the shared Redis.
+    // Every token is revoked by now; only id counters and the control user are left in the shared Redis.
     let mut conn = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let _: i64 = redis::cmd("DEL").arg(format!("{prefix}next_id")).query_async(&mut conn).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap();
+    if !keys.is_empty() {
+        let _: i64 = redis::cmd("DEL").arg(keys).query_async(&mut conn).await.unwrap();
+    }
     check(&outcome, "RedisStore");
 }
 

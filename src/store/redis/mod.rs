@@ -1,0 +1,1026 @@
+//! [`RedisStore`]: sessions and tokens in Redis, shared by every instance of a service, on a single
+//! primary or on Redis Cluster (feature `redis`).
+//!
+//! ```no_run
+//! use std::convert::Infallible;
+//! use http::{header::AUTHORIZATION, Request, Response, StatusCode};
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//! use tower_token_auth::store::redis::RedisStore;
+//! use tower_token_auth::{NewToken, TokenAuthLayer, TokenStore, TokenStoreExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! // One primary, or a Redis Cluster from seed nodes: `RedisStore::connect_cluster(&[..])`, or a
+//! // comma-separated list of URLs here.
+//! let store = RedisStore::connect("redis://127.0.0.1:6379/0").await?.key_prefix("myapp:tokens:");
+//! let issued = store.issue(NewToken::access(42u64).name("laptop")).await?;
+//! let bearer = format!("Bearer {}", issued.plain_text.expose());
+//!
+//! let mut api = ServiceBuilder::new()
+//!     .layer(TokenAuthLayer::new(store.clone()))
+//!     .service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+//! let request = Request::get("/").header(AUTHORIZATION, &bearer).body(())?;
+//! assert_eq!(api.ready().await?.call(request).await?.status(), StatusCode::OK); // one HMGET
+//!
+//! // Log out everywhere: every instance using this Redis rejects the token from now on.
+//! assert_eq!(store.revoke_all_for_user(&42u64.into()).await?, 1);
+//! let request = Request::get("/").header(AUTHORIZATION, &bearer).body(())?;
+//! assert_eq!(api.ready().await?.call(request).await?.status(), StatusCode::UNAUTHORIZED);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Data model
+//!
+//! A session (a login: its access token and its refresh token) is **one hash**. A user's keys all
+//! carry the user's *bucket* as their Redis Cluster hash tag: `bucket = crc32(user id) mod 16384`.
+//! Every key starts with the [key prefix](RedisStore::key_prefix) (default `"tta:"`), written `{p}`:
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `{p}{b}:s:{seq}` | hash | one session: `u` user, `n` name, `ab` abilities (JSON), `sid` session id, `c` login time, `v` version; per token (`a` access, `r` refresh): `ad`/`rd` digest (64 hex), `ae`/`re` expiry, `ac`/`rc` issue time, `al`/`rl` last use; `rot` the rotated refresh digests kept for reuse detection (`hex:ms,...`, at most `keep_rotated`) |
+//! | `{p}{b}:u:{user}` | sorted set | the user's sessions (members: `seq` zero-padded to 15 digits), scored by login time |
+//! | `{p}{b}:x:{user}` | sorted set | the same members, scored by when their session key expires (`inf`: never) |
+//! | `{p}{b}:n` | string | the bucket's session counter (`INCR`); never expires |
+//!
+//! Times are unix milliseconds. **Token ids** carry their place: `id = seq << 15 | kind << 14 | b`
+//! (`kind` 0 access, 1 refresh), so [`find`](TokenStore::find) goes from the id in `{id}|{secret}` to
+//! its session key with no lookup and reads the token with **one `HMGET`**. A session's id is the id
+//! of its refresh token (or of its access token when it has none). Ids stay decimal `u64`s of the
+//! Sanctum format; a bucket allocates 2^49 sessions, and ids pass 2^53 once a bucket's counter passes
+//! 2^38: Lua never sees an id as a number (members and ids travel as strings), so every id works.
+//!
+//! Each session key expires by itself (`PEXPIREAT`) at the latest expiry of its tokens plus the
+//! [expiry grace](RedisStore::expiry_grace) (never, if one of them never expires). The index keys
+//! expire with their longest-lived session, and every script that touches an index first drops the
+//! members whose session has expired (`ZRANGEBYSCORE` on the `x` index, by the server's clock), as
+//! does [`prune_expired`](TokenStore::prune_expired): dead ids do not pile up.
+//!
+//! # Atomicity
+//!
+//! Every script declares every key it touches, all in one bucket (one slot), and Lua never compares a
+//! digest:
+//!
+//! * **Login** ([`insert`](TokenStore::insert)): one script allocates the session number and reads
+//!   the user's live session count and oldest sessions; a second stores the session, its index
+//!   entries and the [session limit](crate::session::SessionLimit)'s evictions, after checking that
+//!   the oldest sessions are still the ones read (otherwise it starts again).
+//! * **Refresh** ([`exchange_refresh`](TokenStore::exchange_refresh)): one `HMGET` reads the session;
+//!   [`RefreshExchange::decide`] decides in Rust (constant-time compares); a compare-and-set script
+//!   applies the rotation (or the reuse revocation) only if the session's version `v` is unchanged,
+//!   and the exchange decides again otherwise. So two presentations of one token have one winner, and
+//!   an exchange that loses to a logout finds nothing (`Invalid`).
+//! * **Logout** ([`revoke_sessions`](TokenStore::revoke_sessions)): the user's sessions are revoked in
+//!   pages of 100 sessions, one short script each (owner-checked), from the oldest to the newest
+//!   login at the time of the call, until none is left. No script runs long however many sessions a
+//!   user holds ([`SessionLimit::unlimited`](crate::session::SessionLimit::unlimited)), and when the
+//!   call returns, every session that existed when it began is gone: an exchange in between rotates
+//!   a session still listed (so its new pair goes with it) or finds it gone. Logins during a logout
+//!   may survive it, as if they came after.
+//!
+//! # Redis Cluster
+//!
+//! [`RedisStore::connect_cluster`] (or a comma-separated list of seed URLs in
+//! [`connect`](RedisStore::connect)) runs the same code and the same scripts through redis-rs's async
+//! cluster client. `MOVED` and `ASK` are followed (`ASKING` travels in one pipeline with its command,
+//! which redis-rs alone does not guarantee on a shared connection); a script on a slot being migrated
+//! gets `TRYAGAIN` until that slot's keys have moved, and is retried within the command timeout. A
+//! failed primary is an error (the layer answers `503`) until a replica is promoted, then requests
+//! succeed again without a restart. Limits:
+//!
+//! * A user's sessions live in one slot, so one user's traffic goes to one primary. Users spread over
+//!   16,384 buckets, as evenly as the cluster's slots.
+//! * The bucket count is part of every token id: it cannot change without invalidating every token.
+//! * Replication is asynchronous, in a cluster as with a single primary and its replicas: a logout
+//!   acknowledged just before its primary fails can be lost with it, and the promoted replica then
+//!   still knows the revoked tokens. `min-replicas-to-write 1` with `min-replicas-max-lag` bounds
+//!   that window (a primary that lost its replica refuses writes, answered `503`); it does not close
+//!   it, and the store does not `WAIT` for replicas. By default (`cluster-require-full-coverage yes`) the whole cluster refuses
+//!   requests for the second or so between a primary being marked failed and its replica taking
+//!   over; the store retries those within the command timeout.
+//! * A single-primary deployment moves to a cluster by copying every key under the prefix
+//!   (`redis-cli --cluster import`, which keeps expiries): the key names already carry their hash
+//!   tags, so every token keeps working. Copy the bucket counters (`{p}{b}:n`) too: a counter that
+//!   starts again at 1 makes logins in that bucket skip every taken number, one attempt at a time.
+//!   The reverse move works the same way.
+//! * A key prefix may not contain `{` or `}`.
+//!
+//! # Trade-offs
+//!
+//! * **One round trip per request.** `find` is one `HMGET` of 8 fields; the digest, expiry and kind
+//!   checks happen in the caller. A login takes two round trips, an exchange two, a logout one per
+//!   100 sessions plus one. Per request, `find` costs about 2% more instructions than the bare
+//!   `HMGET` through redis-rs on a single primary, 6% on a cluster (callgrind; `benches/redis.rs`):
+//!   decoding the record and the command timeout's timer, which the layer's lookup timeout
+//!   duplicates (set `TokenAuthLayer::lookup_timeout(None)` to keep only this one).
+//! * **Redis availability is auth availability.** When Redis is unreachable, slow (see
+//!   [`command_timeout`](RedisStore::command_timeout)) or returns unreadable data, every method returns
+//!   a [`StoreError`] naming the cause and the auth layer fails closed (`503`), never treating a token
+//!   as valid or unknown. The connection reconnects by itself.
+//! * [`find_by_digest`](TokenStore::find_by_digest) keeps the trait's default (finds nothing): there is
+//!   no digest index, so legacy tokens without an `{id}|` part are not supported by this store.
+//! * [`prune_expired`](TokenStore::prune_expired) `SCAN`s the keyspace (every primary of a cluster):
+//!   run it off the request path. Redis expiry already removes whole sessions by itself.
+//! * Times are stored with millisecond precision.
+
+mod connection;
+mod decode;
+mod layout;
+mod scripts;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, RedisError, Script, Value};
+
+use self::connection::Connection;
+use self::decode::{field, to_millis, Reader};
+use self::layout::{bucket_of, member, parse_member, Keys, Slot, MAX_SEQ};
+use super::{StoreError, StoreFuture, TokenStore};
+use crate::session::{
+    ExchangeDecision, ExchangeOutcome, ExchangedSession, NewSecret, NewSession, OnReuse, RefreshExchange,
+    SessionSummary, SessionTokens, Sessions,
+};
+use crate::token::{TokenId, TokenKind, TokenRecord, UserId};
+
+/// The default [key prefix](RedisStore::key_prefix).
+pub const DEFAULT_KEY_PREFIX: &str = "tta:";
+
+/// The default [command timeout](RedisStore::command_timeout): three seconds.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The default [expiry grace](RedisStore::expiry_grace): none.
+pub const DEFAULT_EXPIRY_GRACE: Duration = Duration::ZERO;
+
+/// Sessions revoked (or pruned) per script call.
+const PAGE: usize = 100;
+
+/// Keys `SCAN`ned per call by `prune_expired`.
+const SCAN_COUNT: usize = 1000;
+
+/// Attempts of an insert or an exchange that keeps losing its compare-and-set to concurrent writes
+/// of the same user, before it gives up with an error.
+const MAX_ATTEMPTS: usize = 64;
+
+/// Deadlines at or past this (about the year 5138) are stored as "never": a Lua number prints
+/// exactly only below 10^14.
+const FOREVER_MS: i64 = 100_000_000_000_000;
+
+/// A [`TokenStore`] in Redis, single primary or Redis Cluster. Cheap to clone: clones share one
+/// connection (a multiplexed [`ConnectionManager`], or a [`ClusterConnection`]), which reconnects by
+/// itself.
+///
+/// See the [module documentation](self) for the data model, the atomicity of each operation and the
+/// cluster notes.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: Connection,
+    keys: Arc<Keys>,
+    timeout: Duration,
+    expiry_grace: Duration,
+}
+
+impl RedisStore {
+    /// Connects to Redis and waits until the connection is up, at most [`DEFAULT_COMMAND_TIMEOUT`].
+    ///
+    /// `url` is one server (`redis://[:password@]host:port/db`; `rediss://` needs the redis crate's
+    /// TLS features), or a comma-separated list of Redis Cluster seed nodes
+    /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`), as [`connect_cluster`](Self::connect_cluster).
+    /// A refused connection fails at once, with its cause. Must be called within a Tokio runtime.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if url.contains(',') {
+            return Self::connect_cluster(&url.split(',').collect::<Vec<_>>()).await;
+        }
+        let manager = connection::connect_single(url, DEFAULT_COMMAND_TIMEOUT).await?;
+        Ok(Self::from_manager(manager))
+    }
+
+    /// Connects to a Redis Cluster through any of its `nodes` (seed URLs; the client discovers the
+    /// rest), and waits until the slot map is known, at most [`DEFAULT_COMMAND_TIMEOUT`]. One seed is
+    /// enough (a managed service's configuration endpoint, say).
+    pub async fn connect_cluster<S: AsRef<str>>(nodes: &[S]) -> Result<Self, StoreError> {
+        let cluster = connection::connect_cluster(nodes, DEFAULT_COMMAND_TIMEOUT).await?;
+        Ok(Self::from_cluster(cluster))
+    }
+
+    /// Like [`connect`](Self::connect) (one URL, or a comma-separated cluster seed list), but returns
+    /// at once and connects on first use, so that a service can start while Redis is down (its
+    /// requests then fail with a [`StoreError`] until Redis is reachable). Fails only for an invalid
+    /// `url` or when called outside a Tokio runtime.
+    pub fn connect_lazy(url: &str) -> Result<Self, StoreError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(StoreError::backend("RedisStore::connect_lazy must be called within a Tokio runtime"));
+        }
+        if url.contains(',') {
+            let nodes: Vec<&str> = url.split(',').collect();
+            return Ok(Self::from_cluster(connection::connect_cluster_lazy(&nodes, DEFAULT_COMMAND_TIMEOUT)?));
+        }
+        Ok(Self::from_manager(connection::connect_single_lazy(url, DEFAULT_COMMAND_TIMEOUT)?))
+    }
+
+    /// Uses an existing connection manager to a single primary, with its own configuration (its
+    /// response timeout, if any, applies in addition to [`command_timeout`](Self::command_timeout)).
+    pub fn from_manager(manager: ConnectionManager) -> Self {
+        Self::with_connection(Connection::Single(manager))
+    }
+
+    /// Uses an existing Redis Cluster connection, with its own configuration (retries, timeouts).
+    pub fn from_cluster(cluster: ClusterConnection) -> Self {
+        Self::with_connection(Connection::Cluster(cluster))
+    }
+
+    fn with_connection(conn: Connection) -> Self {
+        Self {
+            conn,
+            keys: Arc::new(Keys::new(DEFAULT_KEY_PREFIX.to_owned())),
+            timeout: DEFAULT_COMMAND_TIMEOUT,
+            expiry_grace: DEFAULT_EXPIRY_GRACE,
+        }
+    }
+
+    /// Sets the prefix of every key this store uses (default [`DEFAULT_KEY_PREFIX`], `"tta:"`), to share
+    /// one Redis between applications or environments.
+    ///
+    /// # Panics
+    ///
+    /// If `prefix` contains `{` or `}`: the store puts its own hash tag right after the prefix.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.keys = Arc::new(Keys::new(prefix.into()));
+        self
+    }
+
+    /// Sets how long one Redis command (or script) may take (default [`DEFAULT_COMMAND_TIMEOUT`], three
+    /// seconds). A command that takes longer fails with [`StoreError::timeout`], and the auth layer
+    /// answers `503`. A write that timed out may still have been applied by Redis. Operations of
+    /// several round trips (a logout of many sessions, a prune) bound each round trip.
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets how long a session key outlives the expiry of its last token before Redis deletes it by
+    /// itself (default [`DEFAULT_EXPIRY_GRACE`]: none). The auth layer rejects a token by its
+    /// `expires_at` whatever the grace; a grace only keeps expired records around for inspection.
+    /// Applies to sessions written afterwards.
+    pub fn expiry_grace(mut self, grace: Duration) -> Self {
+        self.expiry_grace = grace;
+        self
+    }
+
+    /// The key prefix in use.
+    pub fn prefix(&self) -> &str {
+        self.keys.prefix()
+    }
+
+    /// Whether this store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, Connection::Cluster(_))
+    }
+
+    fn grace_ms(&self) -> i64 {
+        i64::try_from(self.expiry_grace.as_millis()).unwrap_or(i64::MAX).min(FOREVER_MS)
+    }
+
+    /// Runs `op` (which bounds each of its round trips) with a clone of the store's state.
+    fn run<T, F, Fut>(&self, op: F) -> StoreFuture<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Ops) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        StoreFuture::new(op(Ops {
+            conn: self.conn.clone(),
+            keys: Arc::clone(&self.keys),
+            timeout: self.timeout,
+            grace_ms: self.grace_ms(),
+        }))
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The connection info may hold a password: leave the connection out.
+        f.debug_struct("RedisStore")
+            .field("cluster", &self.is_cluster())
+            .field("key_prefix", &self.keys.prefix())
+            .field("command_timeout", &self.timeout)
+            .field("expiry_grace", &self.expiry_grace)
+            .finish_non_exhaustive()
+    }
+}
+
+fn map_error(e: RedisError) -> StoreError {
+    if e.is_timeout() {
+        StoreError::timeout()
+    } else {
+        StoreError::backend(e)
+    }
+}
+
+async fn bounded<T>(timeout: Duration, fut: impl Future<Output = Result<T, RedisError>>) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(result) => result.map_err(map_error),
+        Err(_) => Err(StoreError::timeout()),
+    }
+}
+
+/// A session key's deadline: the latest expiry plus the grace, `None` (never) if a token never expires
+/// or the deadline is too far to matter. At least 1 ms: `PEXPIREAT` with a past time deletes the key,
+/// as it should, but 0 or less is refused by some servers.
+fn deadline<'a>(expiries: impl IntoIterator<Item = &'a Option<SystemTime>>, grace_ms: i64) -> Option<i64> {
+    let mut latest = i64::MIN;
+    for expiry in expiries {
+        latest = latest.max(to_millis((*expiry)?));
+    }
+    let at = latest.saturating_add(grace_ms).max(1);
+    (at < FOREVER_MS).then_some(at)
+}
+
+fn deadline_arg(deadline: Option<i64>) -> String {
+    deadline.map_or_else(|| "inf".to_owned(), |ms| ms.to_string())
+}
+
+/// The fields of one token, as `HSET` arguments.
+fn token_fields(args: &mut Vec<Vec<u8>>, kind: TokenKind, secret: &NewSecret, created_ms: i64) {
+    let [d, e, c, _] = field::token(kind);
+    args.extend([d.into(), secret.digest.to_hex().into_bytes(), c.into(), created_ms.to_string().into_bytes()]);
+    if let Some(at) = secret.expires_at {
+        args.extend([e.into(), to_millis(at).to_string().into_bytes()]);
+    }
+}
+
+/// What a store operation needs, moved into its future.
+struct Ops {
+    conn: Connection,
+    keys: Arc<Keys>,
+    timeout: Duration,
+    grace_ms: i64,
+}
+
+/// One bucket's index keys for one user.
+struct UserKeys {
+    bucket: u16,
+    by_creation: String,
+    by_deadline: String,
+}
+
+impl Ops {
+    fn user_keys(&self, user: &UserId) -> UserKeys {
+        let bucket = bucket_of(user);
+        UserKeys {
+            bucket,
+            by_creation: self.keys.sessions_by_creation(bucket, user),
+            by_deadline: self.keys.sessions_by_deadline(bucket, user),
+        }
+    }
+
+    /// The session keys of index `members` of `user`.
+    fn session_keys(&self, user: &UserKeys, members: &[Vec<u8>]) -> Result<Vec<layout::SessionKey<'_>>, StoreError> {
+        members
+            .iter()
+            .map(|m| {
+                let seq = parse_member(m).ok_or_else(|| {
+                    StoreError::corrupt(format!("the session index {} holds a malformed member", user.by_creation))
+                })?;
+                Ok(self.keys.session(user.bucket, seq))
+            })
+            .collect()
+    }
+
+    /// `script` with the keys of a page: the user's two indexes, then the sessions of `members`.
+    fn page_invocation<'s>(
+        &self,
+        script: &'s Script,
+        user: &UserKeys,
+        members: &[Vec<u8>],
+    ) -> Result<redis::ScriptInvocation<'s>, StoreError> {
+        let mut invocation = script.prepare_invoke();
+        invocation.key(&user.by_creation).key(&user.by_deadline);
+        for key in self.session_keys(user, members)? {
+            invocation.key(key);
+        }
+        Ok(invocation)
+    }
+
+    async fn query(&mut self, cmd: &Cmd) -> Result<Value, StoreError> {
+        bounded(self.timeout, cmd.query_async::<Value>(&mut self.conn)).await
+    }
+
+    async fn invoke(&mut self, invocation: &redis::ScriptInvocation<'_>) -> Result<Value, StoreError> {
+        bounded(self.timeout, invocation.invoke_async::<Value>(&mut self.conn)).await
+    }
+
+    // -----------------------------------------------------------------------------------------------
+    // insert
+
+    async fn insert(mut self, new: NewSession) -> Result<SessionTokens, StoreError> {
+        if new.access.is_none() && new.refresh.is_none() {
+            return Err(StoreError::invalid_input("a session needs an access or a refresh token"));
+        }
+        let user = self.user_keys(&new.user_id);
+        let counter = self.keys.counter(user.bucket);
+        let max = new.limit.max();
+        let max_arg = max.map(|m| m.to_string()).unwrap_or_default();
+        let refuse = new.limit.when_full() == crate::session::WhenFull::Refuse;
+        let what = || format!("inserting a session into bucket {}", user.bucket);
+        for _ in 0..MAX_ATTEMPTS {
+            let mut prepare = scripts::PREPARE_INSERT.prepare_invoke();
+            prepare.key(&counter).key(&user.by_creation).key(&user.by_deadline).arg(&max_arg).arg(PAGE);
+            let reply = decode::array(self.invoke(&prepare).await?, &what)?;
+            let [seq, live, oldest]: [Value; 3] =
+                reply.try_into().map_err(|_| StoreError::corrupt(format!("{}: unexpected reply", what())))?;
+            let seq = u64::try_from(decode::integer(&seq, &what)?)
+                .ok()
+                .filter(|&seq| (1..=MAX_SEQ).contains(&seq))
+                .ok_or_else(|| StoreError::backend(format!("the session counter {counter} is out of range")))?;
+            let live = usize::try_from(decode::integer(&live, &what)?).unwrap_or(usize::MAX);
+            let oldest = decode::strings(oldest, &what)?;
+            let evictions =
+                new.limit.evictions(live).map_err(|()| StoreError::session_limit(max.unwrap_or_default()))?;
+            if evictions > oldest.len() {
+                // More to evict than one script should: revoke a page of the oldest, then look again.
+                self.revoke_page(&new.user_id, &user, &oldest, "", "", "").await?;
+                continue;
+            }
+            match self.commit(&new, &user, seq, &oldest[..evictions], &max_arg, refuse).await? {
+                Commit::Stored(tokens) => return Ok(tokens),
+                Commit::Full => return Err(StoreError::session_limit(max.unwrap_or_default())),
+                Commit::Again => continue,
+            }
+        }
+        Err(StoreError::backend("too many concurrent logins of one user; try again"))
+    }
+
+    async fn commit(
+        &mut self,
+        new: &NewSession,
+        user: &UserKeys,
+        seq: u64,
+        evict: &[Vec<u8>],
+        max_arg: &str,
+        refuse: bool,
+    ) -> Result<Commit, StoreError> {
+        let bucket = user.bucket;
+        let primary = if new.refresh.is_some() { TokenKind::Refresh } else { TokenKind::Access };
+        let tokens = SessionTokens {
+            session_id: crate::session::SessionId::new(Slot::id(seq, primary, bucket)),
+            access: new.access.map(|_| Slot::id(seq, TokenKind::Access, bucket)),
+            refresh: new.refresh.map(|_| Slot::id(seq, TokenKind::Refresh, bucket)),
+        };
+        let created_ms = to_millis(new.created_at);
+        let expiries = [new.access.map(|s| s.expires_at), new.refresh.map(|s| s.expires_at)];
+        let deadline = deadline(expiries.iter().flatten(), self.grace_ms);
+        let keys = Arc::clone(&self.keys);
+        let session_key = keys.session(bucket, seq);
+        let evicted: Vec<_> = evict.iter().filter_map(|m| parse_member(m)).map(|s| keys.session(bucket, s)).collect();
+        if evicted.len() != evict.len() {
+            return Err(StoreError::corrupt(format!(
+                "the session index {} holds a malformed member",
+                user.by_creation
+            )));
+        }
+        let mut args: Vec<Vec<u8>> = vec![
+            max_arg.into(),
+            if refuse { "1" } else { "0" }.into(),
+            member(seq).into_bytes(),
+            created_ms.to_string().into_bytes(),
+            deadline_arg(deadline).into_bytes(),
+            new.user_id.to_text().as_bytes().to_vec(),
+            evict.len().to_string().into_bytes(),
+        ];
+        args.extend(evict.iter().cloned());
+        args.extend([
+            field::USER.into(),
+            new.user_id.to_text().as_bytes().to_vec(),
+            field::NAME.into(),
+            new.name.as_bytes().to_vec(),
+            field::ABILITIES.into(),
+            new.abilities.to_json().into_bytes(),
+            field::SESSION_ID.into(),
+            tokens.session_id.to_string().into_bytes(),
+            field::CREATED.into(),
+            created_ms.to_string().into_bytes(),
+            field::VERSION.into(),
+            b"1".to_vec(),
+        ]);
+        if let Some(secret) = &new.access {
+            token_fields(&mut args, TokenKind::Access, secret, created_ms);
+        }
+        if let Some(secret) = &new.refresh {
+            token_fields(&mut args, TokenKind::Refresh, secret, created_ms);
+        }
+        let mut invocation = scripts::COMMIT_INSERT.prepare_invoke();
+        invocation.key(session_key).key(&user.by_creation).key(&user.by_deadline);
+        for key in &evicted {
+            invocation.key(*key);
+        }
+        for arg in &args {
+            invocation.arg(&arg[..]);
+        }
+        let what = || format!("storing session {session_key}");
+        let reply = decode::strings(self.invoke(&invocation).await?, &what)?;
+        match reply.first().map(Vec::as_slice) {
+            Some(b"ok") => Ok(Commit::Stored(tokens)),
+            Some(b"full") => Ok(Commit::Full),
+            Some(b"retry" | b"collision") => Ok(Commit::Again),
+            _ => Err(StoreError::corrupt(format!("{}: unexpected reply", what()))),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------------
+    // exchange
+
+    async fn exchange(mut self, exchange: RefreshExchange) -> Result<ExchangeOutcome, StoreError> {
+        let slot = Slot::of(exchange.token_id);
+        if slot.kind != TokenKind::Refresh || slot.seq == 0 {
+            return Ok(ExchangeOutcome::Invalid);
+        }
+        let keys = Arc::clone(&self.keys);
+        let key = keys.session(slot.bucket, slot.seq);
+        let what = || format!("session {key}");
+        let [rd, re, rc, rl] = field::token(TokenKind::Refresh);
+        let mut read = redis::cmd("HMGET");
+        read.arg(key).arg(&[
+            field::USER,
+            field::NAME,
+            field::ABILITIES,
+            field::SESSION_ID,
+            field::CREATED,
+            field::VERSION,
+            rd,
+            re,
+            rc,
+            rl,
+            field::ROTATED,
+        ]);
+        for _ in 0..MAX_ATTEMPTS {
+            let values: [Option<Vec<u8>>; 11] = decode::fields(self.query(&read).await?, &what)?;
+            let [u, n, ab, sid, c, v, d, e, tc, tl, rot] = &values;
+            if d.is_none() {
+                return Ok(ExchangeOutcome::Invalid);
+            }
+            let r = Reader { what: &what };
+            let current = TokenRecord {
+                digest: r.digest(rd, d)?,
+                id: exchange.token_id,
+                session_id: crate::session::SessionId::new(r.id(field::SESSION_ID, sid)?),
+                kind: TokenKind::Refresh,
+                expires_at: r.optional_time(re, e)?,
+                user_id: r.user(field::USER, u)?,
+                created_at: r.time(rc, tc)?,
+                last_used_at: r.optional_time(rl, tl)?,
+                name: r.name(field::NAME, n)?,
+                abilities: r.abilities(field::ABILITIES, ab)?,
+            };
+            let version = r.text(field::VERSION, v)?.to_owned();
+            let created = r.text(field::CREATED, c)?.to_owned();
+            let rotated = r.rotated(field::ROTATED, rot)?;
+            let user = self.user_keys(&current.user_id);
+            if user.bucket != slot.bucket {
+                return Err(StoreError::corrupt(format!("{}: the user is not of this bucket", what())));
+            }
+            match exchange.decide(Some(&current), &rotated) {
+                ExchangeDecision::Invalid => return Ok(ExchangeOutcome::Invalid),
+                ExchangeDecision::Rotate => {
+                    let list = exchange.rotated_after(&rotated, current.digest);
+                    if self.rotate(&exchange, slot, &user, &version, &created, &list).await? {
+                        return Ok(ExchangeOutcome::Exchanged(ExchangedSession {
+                            session_id: current.session_id,
+                            user_id: current.user_id,
+                            name: current.name,
+                            abilities: current.abilities,
+                            access: slot.with_kind(TokenKind::Access),
+                            refresh: exchange.token_id,
+                        }));
+                    }
+                }
+                ExchangeDecision::Reuse => {
+                    let mut revoke = scripts::REVOKE_REUSED.prepare_invoke();
+                    revoke.key(key).key(&user.by_creation).key(&user.by_deadline).arg(&version).arg(member(slot.seq));
+                    let revoked = decode::integer(&self.invoke(&revoke).await?, &what)?;
+                    let Ok(mut revoked) = u64::try_from(revoked) else { continue };
+                    if exchange.on_reuse == OnReuse::RevokeAllSessions {
+                        revoked += self.revoke(&current.user_id, Sessions::All).await?;
+                    }
+                    return Ok(ExchangeOutcome::Reused {
+                        user_id: current.user_id,
+                        session_id: current.session_id,
+                        revoked,
+                    });
+                }
+            }
+        }
+        Err(StoreError::backend("too many concurrent exchanges in one session; try again"))
+    }
+
+    /// The compare-and-set of a rotation: `false` if the session changed since it was read.
+    async fn rotate(
+        &mut self,
+        exchange: &RefreshExchange,
+        slot: Slot,
+        user: &UserKeys,
+        version: &str,
+        created: &str,
+        rotated: &[crate::session::RotatedRefresh],
+    ) -> Result<bool, StoreError> {
+        let now_ms = to_millis(exchange.now);
+        let deadline = deadline([&exchange.access.expires_at, &exchange.refresh.expires_at], self.grace_ms);
+        let [_, ae, _, al] = field::token(TokenKind::Access);
+        let [_, re, _, rl] = field::token(TokenKind::Refresh);
+        let mut delete: Vec<&str> = vec![al, rl];
+        if exchange.access.expires_at.is_none() {
+            delete.push(ae);
+        }
+        if exchange.refresh.expires_at.is_none() {
+            delete.push(re);
+        }
+        let mut set: Vec<Vec<u8>> = Vec::with_capacity(14);
+        token_fields(&mut set, TokenKind::Access, &exchange.access, now_ms);
+        token_fields(&mut set, TokenKind::Refresh, &exchange.refresh, now_ms);
+        set.extend([field::ROTATED.into(), decode::encode_rotated(rotated).into_bytes()]);
+        let keys = Arc::clone(&self.keys);
+        let key = keys.session(slot.bucket, slot.seq);
+        let mut invocation = scripts::ROTATE.prepare_invoke();
+        invocation
+            .key(key)
+            .key(&user.by_creation)
+            .key(&user.by_deadline)
+            .arg(version)
+            .arg(member(slot.seq))
+            .arg(created)
+            .arg(deadline_arg(deadline))
+            .arg(delete.len())
+            .arg(&delete[..]);
+        for arg in &set {
+            invocation.arg(&arg[..]);
+        }
+        let what = || format!("rotating session {key}");
+        Ok(decode::integer(&self.invoke(&invocation).await?, &what)? == 1)
+    }
+
+    // -----------------------------------------------------------------------------------------------
+    // revoke
+
+    async fn revoke(&mut self, user_id: &UserId, which: Sessions) -> Result<u64, StoreError> {
+        let user = self.user_keys(user_id);
+        let own = |id: crate::session::SessionId| {
+            let slot = Slot::of_session(id);
+            (slot.bucket == user.bucket && slot.seq != 0).then_some(slot)
+        };
+        let keep = match which {
+            Sessions::All => None,
+            Sessions::AllExcept(keep) => Some(keep),
+            Sessions::Only(id) => {
+                let Some(slot) = own(id) else { return Ok(0) };
+                let only = id.to_string();
+                let (revoked, _) =
+                    self.revoke_page(user_id, &user, &[member(slot.seq).into_bytes()], "", "", &only).await?;
+                return Ok(revoked);
+            }
+        };
+        // A session id of another bucket is none of this user's: keep nothing.
+        let keep = keep.filter(|id| own(*id).is_some()).map(|id| id.to_string()).unwrap_or_default();
+        let mut revoked = 0;
+        let mut cutoff = "*".to_owned();
+        let mut page: Vec<Vec<u8>> = Vec::new();
+        let mut kept: Option<Vec<u8>> = None;
+        loop {
+            page.retain(|m| Some(m) != kept.as_ref());
+            let first = cutoff == "*";
+            if page.is_empty() && !first {
+                return Ok(revoked);
+            }
+            let (n, next) = self.revoke_page(user_id, &user, &page, &cutoff, &keep, "").await?;
+            revoked += n;
+            let Some(Next { cutoff: c, kept: k, page: p }) = next else { return Ok(revoked) };
+            cutoff = c;
+            if k.is_some() {
+                kept = k;
+            }
+            page = p;
+        }
+    }
+
+    /// Revokes the sessions `members` of `user` (one script), reading the next page when `cutoff`
+    /// is not empty.
+    async fn revoke_page(
+        &mut self,
+        user_id: &UserId,
+        user: &UserKeys,
+        members: &[Vec<u8>],
+        cutoff: &str,
+        keep: &str,
+        only: &str,
+    ) -> Result<(u64, Option<Next>), StoreError> {
+        let mut invocation = self.page_invocation(&scripts::REVOKE_PAGE, user, members)?;
+        invocation.arg(&*user_id.to_text()).arg(cutoff).arg(PAGE).arg(keep).arg(only);
+        for m in members {
+            invocation.arg(&m[..]);
+        }
+        let what = || format!("revoking sessions of {}", user.by_creation);
+        let reply = decode::array(self.invoke(&invocation).await?, &what)?;
+        let [revoked, cutoff_reply, kept, page]: [Value; 4] =
+            reply.try_into().map_err(|_| StoreError::corrupt(format!("{}: unexpected reply", what())))?;
+        let revoked = u64::try_from(decode::integer(&revoked, &what)?).unwrap_or(0);
+        if cutoff.is_empty() {
+            return Ok((revoked, None));
+        }
+        let cutoff = String::from_utf8(decode::bytes(cutoff_reply, &what)?)
+            .map_err(|_| StoreError::corrupt(format!("{}: unexpected cutoff", what())))?;
+        let kept = decode::bytes(kept, &what)?;
+        let page = decode::strings(page, &what)?;
+        Ok((revoked, Some(Next { cutoff, kept: (!kept.is_empty()).then_some(kept), page })))
+    }
+
+    // -----------------------------------------------------------------------------------------------
+    // list
+
+    async fn list(mut self, user_id: UserId) -> Result<Vec<SessionSummary>, StoreError> {
+        let user = self.user_keys(&user_id);
+        let what = || format!("listing {}", user.by_creation);
+        let mut members = Vec::new();
+        loop {
+            let start = members.len();
+            let mut range = redis::cmd("ZRANGE");
+            range.arg(&user.by_creation).arg(start).arg(start + 999);
+            let page = decode::strings(self.query(&range).await?, &what)?;
+            let done = page.len() < 1000;
+            members.extend(page);
+            if done {
+                break;
+            }
+        }
+        let [ad, ae, _, al] = field::token(TokenKind::Access);
+        let [rd, re, _, rl] = field::token(TokenKind::Refresh);
+        let fields =
+            [field::USER, field::SESSION_ID, field::NAME, field::ABILITIES, field::CREATED, ad, ae, al, rd, re, rl];
+        let mut sessions = Vec::with_capacity(members.len());
+        for chunk in members.chunks(PAGE) {
+            let mut read = scripts::READ_SESSIONS.prepare_invoke();
+            for key in self.session_keys(&user, chunk)? {
+                read.key(key);
+            }
+            read.arg(&fields[..]);
+            let replies = decode::array(self.invoke(&read).await?, &what)?;
+            for reply in replies {
+                let values: [Option<Vec<u8>>; 11] = decode::fields(reply, &what)?;
+                let [u, sid, n, ab, c, ad_v, ae_v, al_v, rd_v, re_v, rl_v] = &values;
+                if ad_v.is_none() && rd_v.is_none() {
+                    continue; // expired or revoked since the index was read
+                }
+                let r = Reader { what: &what };
+                if r.user(field::USER, u)? != user_id {
+                    continue;
+                }
+                let mut expires_at = Some(SystemTime::UNIX_EPOCH);
+                let mut last_used_at = None;
+                for (digest, expiry, used, names) in [(ad_v, ae_v, al_v, (ae, al)), (rd_v, re_v, rl_v, (re, rl))] {
+                    if digest.is_none() {
+                        continue;
+                    }
+                    expires_at = match (expires_at, r.optional_time(names.0, expiry)?) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        _ => None,
+                    };
+                    last_used_at = last_used_at.max(r.optional_time(names.1, used)?);
+                }
+                sessions.push(SessionSummary {
+                    id: crate::session::SessionId::new(r.id(field::SESSION_ID, sid)?),
+                    user_id: user_id.clone(),
+                    name: r.name(field::NAME, n)?,
+                    abilities: r.abilities(field::ABILITIES, ab)?,
+                    created_at: r.time(field::CREATED, c)?,
+                    last_used_at,
+                    expires_at,
+                });
+            }
+        }
+        sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        Ok(sessions)
+    }
+
+    // -----------------------------------------------------------------------------------------------
+    // prune
+
+    async fn prune(
+        mut self,
+        expired_before: SystemTime,
+        created_before: Option<SystemTime>,
+    ) -> Result<u64, StoreError> {
+        let pattern = self.keys.deadline_index_pattern();
+        let expired_before = to_millis(expired_before).to_string();
+        let created_before = created_before.map(|t| to_millis(t).to_string()).unwrap_or_default();
+        let nodes = bounded(self.timeout, self.conn.primaries()).await?;
+        let mut pruned = 0;
+        for node in &nodes {
+            let mut cursor = b"0".to_vec();
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(&cursor[..]).arg("MATCH").arg(&pattern).arg("COUNT").arg(SCAN_COUNT);
+                let what = || "scanning for session indexes".to_owned();
+                let reply = bounded(self.timeout, self.conn.on(node, scan)).await?;
+                let [next, batch]: [Value; 2] = decode::array(reply, &what)?
+                    .try_into()
+                    .map_err(|_| StoreError::corrupt("an unexpected SCAN reply"))?;
+                for key in decode::strings(batch, &what)? {
+                    let Some((_, user)) = self.keys.parse_deadline_index(&key) else { continue };
+                    pruned += self.prune_user(&user, &expired_before, &created_before).await?;
+                }
+                cursor = decode::bytes(next, &what)?;
+                if cursor == b"0" {
+                    break;
+                }
+            }
+        }
+        Ok(pruned)
+    }
+
+    /// Prunes one user's sessions, page by page. `ZSCAN` returns every member present for the whole
+    /// iteration, whatever the scripts delete meanwhile.
+    async fn prune_user(
+        &mut self,
+        user_id: &UserId,
+        expired_before: &str,
+        created_before: &str,
+    ) -> Result<u64, StoreError> {
+        let user = self.user_keys(user_id);
+        let what = || format!("pruning {}", user.by_creation);
+        // Drops the dead members first (and an index left with none).
+        let mut pruned = self.prune_page(&user, &[], expired_before, created_before).await?;
+        let mut cursor = b"0".to_vec();
+        loop {
+            let mut scan = redis::cmd("ZSCAN");
+            scan.arg(&user.by_creation).arg(&cursor[..]).arg("COUNT").arg(PAGE);
+            let [next, batch]: [Value; 2] = decode::array(self.query(&scan).await?, &what)?
+                .try_into()
+                .map_err(|_| StoreError::corrupt(format!("{}: an unexpected ZSCAN reply", what())))?;
+            // Members and scores alternate.
+            let members: Vec<Vec<u8>> = decode::strings(batch, &what)?.into_iter().step_by(2).collect();
+            for page in members.chunks(PAGE) {
+                pruned += self.prune_page(&user, page, expired_before, created_before).await?;
+            }
+            cursor = decode::bytes(next, &what)?;
+            if cursor == b"0" {
+                return Ok(pruned);
+            }
+        }
+    }
+
+    async fn prune_page(
+        &mut self,
+        user: &UserKeys,
+        members: &[Vec<u8>],
+        expired_before: &str,
+        created_before: &str,
+    ) -> Result<u64, StoreError> {
+        let mut invocation = self.page_invocation(&scripts::PRUNE_PAGE, user, members)?;
+        invocation.arg(expired_before).arg(created_before).arg(self.grace_ms);
+        for m in members {
+            invocation.arg(&m[..]);
+        }
+        let what = || format!("pruning {}", user.by_creation);
+        Ok(u64::try_from(decode::integer(&self.invoke(&invocation).await?, &what)?).unwrap_or(0))
+    }
+}
+
+enum Commit {
+    Stored(SessionTokens),
+    Full,
+    Again,
+}
+
+/// What a revocation page script says about the next page.
+struct Next {
+    cutoff: String,
+    kept: Option<Vec<u8>>,
+    page: Vec<Vec<u8>>,
+}
+
+impl TokenStore for RedisStore {
+    fn backend_name(&self) -> &'static str {
+        if self.is_cluster() {
+            "redis_cluster"
+        } else {
+            "redis"
+        }
+    }
+
+    /// One `HMGET` of the token's session hash, located from the id alone.
+    fn find(&self, id: TokenId) -> StoreFuture<Option<TokenRecord>> {
+        let slot = Slot::of(id);
+        if slot.seq == 0 {
+            // Below 2^15: never allocated.
+            return StoreFuture::ready(Ok(None));
+        }
+        let fields = decode::find_fields(slot.kind);
+        let mut cmd = Cmd::with_capacity(2 + fields.len(), 64 + self.keys.prefix().len());
+        cmd.arg("HMGET").arg(self.keys.session(slot.bucket, slot.seq)).arg(&fields[..]);
+        let mut conn = self.conn.clone();
+        let timeout = self.timeout;
+        // No `Arc` of the key names is cloned for the error messages: every clone and drop of a
+        // shared count is a write to a cache line all request threads share.
+        StoreFuture::new(async move {
+            // Not `query_async`: its `extract_error` copies the reply's array (see `Connection::request`).
+            let reply = bounded(timeout, conn.request(&cmd)).await?;
+            let what = || format!("session {{{}}}:s:{} (token {id})", slot.bucket, slot.seq);
+            decode::token_record(id, slot.kind, decode::fields(reply, &what)?, &what)
+        })
+    }
+
+    fn insert(&self, session: NewSession) -> StoreFuture<SessionTokens> {
+        self.run(move |ops| ops.insert(session))
+    }
+
+    /// Two round trips (read, then compare-and-set), more only when the session changed in between.
+    fn exchange_refresh(&self, exchange: RefreshExchange) -> StoreFuture<ExchangeOutcome> {
+        self.run(move |ops| ops.exchange(exchange))
+    }
+
+    fn list_sessions(&self, user_id: &UserId) -> StoreFuture<Vec<SessionSummary>> {
+        let user_id = user_id.clone();
+        self.run(move |ops| ops.list(user_id))
+    }
+
+    /// In pages of 100 sessions, one script each: see the [module docs](self#atomicity).
+    fn revoke_sessions(&self, user_id: &UserId, sessions: Sessions) -> StoreFuture<u64> {
+        let user_id = user_id.clone();
+        self.run(move |mut ops| async move { ops.revoke(&user_id, sessions).await })
+    }
+
+    /// Deletes matching tokens, and index members whose session expired, with `SCAN` over the
+    /// `{prefix}{*}:x:*` indexes (on every primary of a cluster) and one script per 100 sessions of
+    /// each user found. Redis expiry already removes a session [`expiry_grace`](RedisStore::expiry_grace)
+    /// after its last token expires; this removes expired tokens of live sessions, applies
+    /// `created_before`, and counts only what it deleted itself. The command timeout applies to each
+    /// call, not to the whole scan.
+    fn prune_expired(&self, expired_before: SystemTime, created_before: Option<SystemTime>) -> StoreFuture<u64> {
+        self.run(move |ops| ops.prune(expired_before, created_before))
+    }
+
+    /// One script: sets the token's last use only if the token is still stored.
+    fn touch_last_used(&self, id: TokenId, at: SystemTime) -> StoreFuture<()> {
+        let slot = Slot::of(id);
+        if slot.seq == 0 {
+            return StoreFuture::ready(Ok(()));
+        }
+        let [d, _, _, l] = field::token(slot.kind);
+        self.run(move |mut ops| async move {
+            let mut touch = scripts::TOUCH.prepare_invoke();
+            touch.key(ops.keys.session(slot.bucket, slot.seq)).arg(d).arg(l).arg(to_millis(at));
+            ops.invoke(&touch).await.map(drop)
+        })
+    }
+}
+
+impl RedisStore {
+    /// Loads the store's Lua scripts (on every primary of a cluster). Optional: a script missing on the
+    /// server (after a restart or a failover) is loaded on first use; this only moves that cost to
+    /// startup.
+    pub async fn load_scripts(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let all: [&Script; 8] = [
+            &scripts::PREPARE_INSERT,
+            &scripts::COMMIT_INSERT,
+            &scripts::ROTATE,
+            &scripts::REVOKE_REUSED,
+            &scripts::REVOKE_PAGE,
+            &scripts::PRUNE_PAGE,
+            &scripts::READ_SESSIONS,
+            &scripts::TOUCH,
+        ];
+        for script in all {
+            bounded(self.timeout, script.load_async(&mut conn)).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn debug_output_never_shows_the_connection_or_its_password() {
+        for url in ["redis://:hunter2@127.0.0.1:1/0", "redis://:hunter2@127.0.0.1:1,redis://:hunter2@127.0.0.1:2"] {
+            let store = RedisStore::connect_lazy(url).unwrap().key_prefix("app:");
+            let debug = format!("{store:?}");
+            assert!(!debug.contains("hunter2") && !debug.contains("127.0.0.1"), "{debug}");
+            assert!(debug.contains("app:"), "{debug}");
+            assert_eq!(store.is_cluster(), url.contains(','));
+        }
+    }
+
+    #[test]
+    fn deadlines_are_the_latest_expiry_plus_the_grace_or_never() {
+        let at = |ms: u64| Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
+        assert_eq!(deadline([&at(5), &at(9)], 1), Some(10));
+        assert_eq!(deadline([&at(5), &None], 1), None, "a token that never expires keeps the session");
+        assert_eq!(deadline([&at(5)], FOREVER_MS), None, "too far to matter");
+        assert_eq!(deadline([&Some(SystemTime::UNIX_EPOCH - Duration::from_secs(1))], 0), Some(1), "past: at least 1");
+        assert_eq!(deadline_arg(None), "inf");
+    }
+}

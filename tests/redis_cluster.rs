@@ -1,0 +1,701 @@
+//! `RedisStore` on a real Redis Cluster (3 masters, 3 replicas): the store contract, the session races,
+//! logout under a request flood, two layer stacks on two cluster clients, users in different slots,
+//! a user with many sessions, a slot migrated while requests run (`MOVED`/`ASK`), and a master killed
+//! under load (failover).
+//!
+//! Set `TOWER_TOKEN_AUTH_REDIS_CLUSTER_URL` to the seed list (`scripts/redis-cluster.sh start` prints
+//! it: `redis://127.0.0.1:7000,...,redis://127.0.0.1:7005`); without it every test prints `skipped:`
+//! and passes. Tests on the shared cluster use their own key prefix and delete their keys. The
+//! migration and failover tests start a **private** cluster of their own with the same script (on free
+//! ports from 7100 and 7500 up), so killing a master or moving a slot never disturbs the shared one, and stop
+//! it afterwards.
+
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::StatusCode;
+use redis::aio::MultiplexedConnection;
+use tower_token_auth::refresh::{NewPair, RefreshTokens, TokenPair};
+use tower_token_auth::session::SessionLimit;
+use tower_token_auth::store::redis::RedisStore;
+use tower_token_auth::testing::{
+    bearer, fresh_user, race_exchange_and_logout, race_presentations, store_contract, works,
+};
+use tower_token_auth::{NewToken, TokenAuthLayer, TokenStore, TokenStoreExt, UserId};
+
+use support::faults::serve_api;
+use support::http::{client, send};
+
+/// Prints the causes of 503s (the layer logs store errors as warnings).
+fn log_store_errors() {
+    let _ = tracing_subscriber::fmt().with_env_filter("tower_token_auth=warn").with_test_writer().try_init();
+}
+
+fn cluster_url() -> Option<String> {
+    log_store_errors();
+    let url = std::env::var("TOWER_TOKEN_AUTH_REDIS_CLUSTER_URL").ok().filter(|u| !u.is_empty());
+    if url.is_none() {
+        println!("skipped: TOWER_TOKEN_AUTH_REDIS_CLUSTER_URL is not set");
+    }
+    url
+}
+
+/// A key prefix no other test (or test run) uses.
+fn unique_prefix(test: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
+    format!("tta-test:{test}:{}-{nanos}-{}:", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+async fn node(url: &str) -> MultiplexedConnection {
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    redis::Client::open(url).unwrap().get_multiplexed_async_connection_with_config(&config).await.unwrap()
+}
+
+/// `(address, id, is master, slots)` of every node, from `CLUSTER NODES`.
+async fn cluster_nodes(seeds: &str) -> Vec<(String, String, bool, String)> {
+    for seed in seeds.split(',') {
+        let Ok(client) = redis::Client::open(seed) else { continue };
+        let Ok(mut conn) = client.get_multiplexed_async_connection().await else { continue };
+        let Ok(text) = redis::cmd("CLUSTER").arg("NODES").query_async::<String>(&mut conn).await else { continue };
+        return text
+            .lines()
+            .filter(|l| !l.contains("fail") && !l.contains("noaddr"))
+            .map(|line| {
+                let parts: Vec<&str> = line.split(' ').collect();
+                let address = parts[1].split('@').next().unwrap().to_owned();
+                let slots = parts.get(8..).map(|s| s.join(" ")).unwrap_or_default();
+                (address, parts[0].to_owned(), parts[2].contains("master"), slots)
+            })
+            .collect();
+    }
+    panic!("no node of {seeds} answers")
+}
+
+/// The address of the master serving `slot` (waiting out a topology change, at most 10 s).
+async fn master_of(seeds: &str, slot: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(master) = try_master_of(seeds, slot).await {
+            return master;
+        }
+        assert!(Instant::now() < deadline, "no master serves slot {slot}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn try_master_of(seeds: &str, slot: u16) -> Option<String> {
+    for (address, _, master, slots) in cluster_nodes(seeds).await {
+        if !master {
+            continue;
+        }
+        for range in slots.split(' ').filter(|r| !r.starts_with('[')) {
+            let (from, to) = range.split_once('-').unwrap_or((range, range));
+            if let (Ok(from), Ok(to)) = (from.parse::<u16>(), to.parse::<u16>()) {
+                if (from..=to).contains(&slot) {
+                    return Some(address);
+                }
+            }
+        }
+    }
+    None
+}
+
+async fn keyslot(seeds: &str, key: &str) -> u16 {
+    let mut conn = node(seeds.split(',').next().unwrap()).await;
+    redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query_async(&mut conn).await.unwrap()
+}
+
+/// The hash slot of a user's keys (their bucket's tag).
+async fn slot_of_user(seeds: &str, prefix: &str, user: &UserId) -> u16 {
+    let store = RedisStore::connect_cluster(&seeds.split(',').collect::<Vec<_>>()).await.unwrap().key_prefix(prefix);
+    let id = store.issue(NewToken::access(user.clone())).await.unwrap().record.id;
+    store.revoke_all_for_user(user).await.unwrap();
+    keyslot(seeds, &format!("{prefix}{{{}}}:s:1", id & 16_383)).await
+}
+
+/// Every key under `prefix`, on every master.
+async fn keys_under(seeds: &str, prefix: &str) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    for (address, _, master, _) in cluster_nodes(seeds).await {
+        if !master {
+            continue;
+        }
+        let mut conn = node(&format!("redis://{address}")).await;
+        let mut cursor = String::from("0");
+        loop {
+            let (next, keys): (String, Vec<String>) = redis::cmd("SCAN")
+                .arg(&cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}*"))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            all.extend(keys.into_iter().map(|k| (address.clone(), k)));
+            if next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    all
+}
+
+async fn cleanup(seeds: &str, prefix: &str) {
+    for (address, key) in keys_under(seeds, prefix).await {
+        let mut conn = node(&format!("redis://{address}")).await;
+        let _: i64 = redis::cmd("DEL").arg(key).query_async(&mut conn).await.unwrap();
+    }
+}
+
+async fn cluster_store(seeds: &str, prefix: &str) -> RedisStore {
+    // Through `connect`, as the example server's `--store` does.
+    let store = RedisStore::connect(seeds).await.unwrap().key_prefix(prefix);
+    assert!(store.is_cluster());
+    store
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The contract, the races, logout under a flood
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_store_meets_the_store_contract() {
+    let Some(seeds) = cluster_url() else { return };
+    let prefix = unique_prefix("contract");
+    let store = cluster_store(&seeds, &prefix).await;
+    store_contract(|| store.clone()).await;
+    let left: Vec<_> = keys_under(&seeds, &prefix).await.into_iter().filter(|(_, k)| !k.ends_with("}:n")).collect();
+    assert!(left.is_empty(), "keys left behind: {left:?}");
+    cleanup(&seeds, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simultaneous_presentations_on_the_cluster_have_one_winner_and_leak_nothing() {
+    let Some(seeds) = cluster_url() else { return };
+    let prefix = unique_prefix("race-presentations");
+    let report = race_presentations(cluster_store(&seeds, &prefix).await, 300, 4).await;
+    println!("RedisStore on the cluster, 4 simultaneous presentations: {report}");
+    assert_eq!(report.leaks, 0, "{report}");
+    assert_eq!(report.exchanges, 300, "{report}");
+    cleanup(&seeds, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_exchange_racing_a_logout_on_the_cluster_never_outlives_it() {
+    let Some(seeds) = cluster_url() else { return };
+    let prefix = unique_prefix("race-logout");
+    let report = race_exchange_and_logout(cluster_store(&seeds, &prefix).await, 300).await;
+    println!("RedisStore on the cluster, exchange racing logout: {report}");
+    assert_eq!(report.leaks, 0, "{report}");
+    cleanup(&seeds, &prefix).await;
+}
+
+/// One request of a load: who sent it, when it started and ended, and its status.
+#[derive(Clone, Copy)]
+struct Sample {
+    token: usize,
+    started: Instant,
+    ended: Instant,
+    status: StatusCode,
+}
+
+/// Workers sending `GET /` with `bearers[i]` (round robin) until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addrs: &[SocketAddr], bearers: &[String], workers: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let bearers = Arc::new(bearers.to_vec());
+        let workers = (0..workers)
+            .map(|w| {
+                let (stop, samples, bearers) = (Arc::clone(&stop), Arc::clone(&samples), Arc::clone(&bearers));
+                let addr = addrs[w % addrs.len()];
+                tokio::spawn(async move {
+                    let http = client();
+                    let mut i = w;
+                    while !stop.load(Ordering::SeqCst) {
+                        let token = i % bearers.len();
+                        i += workers_stride();
+                        let started = Instant::now();
+                        let status = send(&http, addr, "GET", "/", Some(&bearers[token])).await.status;
+                        samples.lock().unwrap().push(Sample { token, started, ended: Instant::now(), status });
+                    }
+                })
+            })
+            .collect();
+        Self { stop, samples, workers }
+    }
+
+    fn samples(&self) -> Vec<Sample> {
+        self.samples.lock().unwrap().clone()
+    }
+
+    async fn stop(self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::SeqCst);
+        for worker in self.workers {
+            worker.await.unwrap();
+        }
+        let samples = self.samples.lock().unwrap().clone();
+        samples
+    }
+}
+
+/// Each worker walks the tokens with a stride prime to any token count used here.
+fn workers_stride() -> usize {
+    7
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logout_during_a_request_flood_on_the_cluster_leaks_nothing() {
+    let Some(seeds) = cluster_url() else { return };
+    let prefix = unique_prefix("flood");
+    let (a, b) = (cluster_store(&seeds, &prefix).await, cluster_store(&seeds, &prefix).await);
+    let addrs = [serve_api(TokenAuthLayer::new(a.clone())).await, serve_api(TokenAuthLayer::new(b.clone())).await];
+    let (user, bystander) = (fresh_user(), fresh_user());
+    let tokens = RefreshTokens::new(a.clone());
+    let mut bearers = Vec::new();
+    for device in 0..20 {
+        let pair = tokens.issue_pair(NewPair::new(user.clone()).name(format!("device {device}"))).await.unwrap();
+        bearers.push(format!("Bearer {}", pair.access.plain_text.expose()));
+    }
+    let kept = tokens.issue_pair(NewPair::new(bystander.clone())).await.unwrap();
+    bearers.push(format!("Bearer {}", kept.access.plain_text.expose()));
+    let load = Load::start(&addrs, &bearers, 32);
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let logout_sent = Instant::now();
+    let reply = send(&client(), addrs[1], "POST", "/api/v1/auth/logout", Some(&bearers[3])).await;
+    let logged_out = Instant::now();
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let samples = load.stop().await;
+
+    let user_token = |s: &Sample| s.token < 20;
+    let after: Vec<&Sample> = samples.iter().filter(|s| user_token(s) && s.started > logged_out).collect();
+    let leaks = after.iter().filter(|s| s.status == StatusCode::OK).count();
+    let before = samples.iter().filter(|s| user_token(s) && s.ended < logout_sent).collect::<Vec<_>>();
+    let bystander_statuses: Vec<StatusCode> = samples.iter().filter(|s| !user_token(s)).map(|s| s.status).collect();
+    println!(
+        "{} requests: {} of the user's before the logout, {} after it ({leaks} leaks), {} of a bystander",
+        samples.len(),
+        before.len(),
+        after.len(),
+        bystander_statuses.len()
+    );
+    let not_ok: Vec<StatusCode> = before.iter().map(|s| s.status).filter(|&s| s != StatusCode::OK).collect();
+    assert!(!before.is_empty() && not_ok.is_empty(), "before the logout: {not_ok:?}");
+    assert!(!after.is_empty(), "the load went on after the logout");
+    assert_eq!(leaks, 0, "requests authenticated after the logout returned");
+    assert!(after.iter().all(|s| s.status == StatusCode::UNAUTHORIZED), "only 401 after the logout");
+    assert!(bystander_statuses.iter().all(|&s| s == StatusCode::OK), "the bystander was never refused");
+    b.revoke_all_for_user(&bystander).await.unwrap();
+    cleanup(&seeds, &prefix).await;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Two cluster clients; users in different slots; a user with many sessions
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_layer_stacks_on_two_cluster_clients_share_logins_and_logouts_at_once() {
+    let Some(seeds) = cluster_url() else { return };
+    let prefix = unique_prefix("two-clients");
+    let nodes: Vec<&str> = seeds.split(',').collect();
+    // Two clients seeded differently, as two instances of a service would be.
+    let a = RedisStore::connect_cluster(&nodes[..3]).await.unwrap().key_prefix(&prefix);
+    let b = RedisStore::connect_cluster(&nodes[3..]).await.unwrap().key_prefix(&prefix);
+    let (api_a, api_b) =
+        (serve_api(TokenAuthLayer::new(a.clone())).await, serve_api(TokenAuthLayer::new(b.clone())).await);
+    let http = client();
+    let user = fresh_user();
+
+    let pair = RefreshTokens::new(a.clone()).issue_pair(NewPair::new(user.clone()).name("laptop")).await.unwrap();
+    let token = format!("Bearer {}", pair.access.plain_text.expose());
+    let reply = send(&http, api_b, "GET", "/", Some(&token)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert!(reply.body.starts_with(&format!("user={user} ")), "{reply:?}");
+    assert_eq!(send(&http, api_b, "POST", "/api/v1/auth/logout", Some(&token)).await.status, StatusCode::OK);
+    assert_eq!(send(&http, api_a, "GET", "/", Some(&token)).await.status, StatusCode::UNAUTHORIZED);
+    assert!(!works(&a, &pair.refresh).await);
+
+    let phone = RefreshTokens::new(b.clone()).issue_pair(NewPair::new(user.clone()).name("phone")).await.unwrap();
+    let tablet = RefreshTokens::new(b.clone()).issue_pair(NewPair::new(user.clone()).name("tablet")).await.unwrap();
+    assert!(a.revoke_session(&user, phone.session_id()).await.unwrap());
+    let phone_token = format!("Bearer {}", phone.access.plain_text.expose());
+    assert_eq!(send(&http, api_b, "GET", "/", Some(&phone_token)).await.status, StatusCode::UNAUTHORIZED);
+    let tablet_token = format!("Bearer {}", tablet.access.plain_text.expose());
+    assert_eq!(send(&http, api_a, "GET", "/", Some(&tablet_token)).await.status, StatusCode::OK);
+    assert_eq!(b.list_sessions(&user).await.unwrap().len(), 1);
+    a.revoke_all_for_user(&user).await.unwrap();
+    cleanup(&seeds, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_in_different_slots_log_out_independently() {
+    let Some(seeds) = cluster_url() else { return };
+    let prefix = unique_prefix("slots");
+    let store = cluster_store(&seeds, &prefix).await;
+    // Users until three of them live on three different masters.
+    let mut by_master: BTreeMap<String, UserId> = BTreeMap::new();
+    while by_master.len() < 3 {
+        let user = fresh_user();
+        let slot = slot_of_user(&seeds, &prefix, &user).await;
+        by_master.entry(master_of(&seeds, slot).await).or_insert(user);
+    }
+    let users: Vec<UserId> = by_master.values().cloned().collect();
+    let tokens = RefreshTokens::new(store.clone());
+    let mut pairs: HashMap<UserId, Vec<TokenPair>> = HashMap::new();
+    for user in &users {
+        for _ in 0..3 {
+            pairs.entry(user.clone()).or_default().push(tokens.issue_pair(NewPair::new(user.clone())).await.unwrap());
+        }
+    }
+    for (i, user) in users.iter().enumerate() {
+        assert_eq!(store.revoke_all_for_user(user).await.unwrap(), 6);
+        for (j, other) in users.iter().enumerate() {
+            for pair in &pairs[other] {
+                let alive = works(&store, &pair.access).await && works(&store, &pair.refresh).await;
+                assert_eq!(alive, j > i, "user {j} after the logout of user {i}");
+            }
+        }
+    }
+    println!("users on masters {:?} logged out independently", by_master.keys().collect::<Vec<_>>());
+    cleanup(&seeds, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_with_many_sessions_logs_out_completely_while_they_refresh() {
+    let Some(seeds) = cluster_url() else { return };
+    let prefix = unique_prefix("many");
+    let store = cluster_store(&seeds, &prefix).await;
+    let user = fresh_user();
+    const SESSIONS: usize = 2_000;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (store, user) = (store.clone(), user.clone());
+        tasks.push(tokio::spawn(async move {
+            let tokens = RefreshTokens::new(store).session_limit(SessionLimit::unlimited());
+            let mut pairs = Vec::new();
+            for _ in 0..SESSIONS / 8 {
+                pairs.push(tokens.issue_pair(NewPair::new(user.clone())).await.unwrap());
+            }
+            pairs
+        }));
+    }
+    let mut pairs = Vec::new();
+    for task in tasks {
+        pairs.extend(task.await.unwrap());
+    }
+    // Refreshes of the newest 400 sessions (logged out last) race the logout, 8 at a time.
+    let racing: Vec<_> = pairs[SESSIONS - 400..]
+        .chunks(50)
+        .map(|chunk| {
+            let (store, chunk) = (store.clone(), chunk.to_vec());
+            tokio::spawn(async move {
+                let tokens = RefreshTokens::new(store);
+                let mut minted = Vec::new();
+                for pair in chunk {
+                    if let Ok(next) = tokens.exchange(&bearer(&pair.refresh)).await {
+                        minted.push(next);
+                    }
+                }
+                minted
+            })
+        })
+        .collect();
+    let revoked = store.revoke_all_for_user(&user).await.unwrap();
+    let mut minted = Vec::new();
+    for task in racing {
+        minted.extend(task.await.unwrap());
+    }
+    println!("{SESSIONS} sessions: {revoked} tokens revoked, {} refreshes raced the logout", minted.len());
+    assert_eq!(revoked, 2 * SESSIONS as u64);
+    for pair in pairs.iter().chain(&minted) {
+        assert!(!works(&store, &pair.access).await && !works(&store, &pair.refresh).await, "a token survived");
+    }
+    assert!(store.list_sessions(&user).await.unwrap().is_empty());
+    cleanup(&seeds, &prefix).await;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A private cluster: slot migration and failover
+
+/// A cluster of six nodes started with `scripts/redis-cluster.sh` on free ports, stopped when dropped.
+struct PrivateCluster {
+    base: u16,
+    dir: String,
+    seeds: String,
+}
+
+impl PrivateCluster {
+    /// Starts on the first six free ports (and their cluster bus ports) from `from` up: tests that run
+    /// at once start from different ports.
+    fn start(from: u16) -> Option<Self> {
+        if Command::new("redis-server").arg("--version").output().is_err() {
+            println!("skipped: redis-server is not on PATH");
+            return None;
+        }
+        let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+        let base = (from..from + 400)
+            .step_by(10)
+            .find(|&base| (base..base + 6).all(|p| free(p) && free(p + 10_000)))
+            .expect("six free ports for a private cluster");
+        let dir = format!("{}/tta-private-cluster-{}-{base}", std::env::temp_dir().display(), std::process::id());
+        let output = Command::new(script())
+            .args(["start", &base.to_string()])
+            .env("REDIS_CLUSTER_DIR", &dir)
+            .output()
+            .expect("scripts/redis-cluster.sh runs");
+        let cluster = Self { base, dir, seeds: String::from_utf8(output.stdout).unwrap().trim().to_owned() };
+        assert!(output.status.success(), "private cluster: {}", String::from_utf8_lossy(&output.stderr));
+        Some(cluster)
+    }
+
+    /// The pid of the node at `address`, which this test started.
+    async fn pid(&self, address: &str) -> u32 {
+        let mut conn = node(&format!("redis://{address}")).await;
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.unwrap();
+        info.lines().find_map(|l| l.strip_prefix("process_id:")).unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ =
+            Command::new(script()).args(["stop", &self.base.to_string()]).env("REDIS_CLUSTER_DIR", &self.dir).output();
+    }
+}
+
+fn script() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/redis-cluster.sh")
+}
+
+/// Users until one of them lives on each master: `(user, slot, master)`.
+async fn one_user_per_master(seeds: &str, prefix: &str) -> Vec<(UserId, u16, String)> {
+    let mut found: BTreeMap<String, (UserId, u16)> = BTreeMap::new();
+    while found.len() < 3 {
+        let user = fresh_user();
+        let slot = slot_of_user(seeds, prefix, &user).await;
+        found.entry(master_of(seeds, slot).await).or_insert((user, slot));
+    }
+    found.into_iter().map(|(master, (user, slot))| (user, slot, master)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slot_migrated_under_load_is_followed_transparently() {
+    if cluster_url().is_none() {
+        return;
+    }
+    let Some(cluster) = PrivateCluster::start(7100) else { return };
+    let seeds = cluster.seeds.clone();
+    let prefix = "tta-migrate:";
+    let store = cluster_store(&seeds, prefix).await;
+    let users = one_user_per_master(&seeds, prefix).await;
+    let (user, slot, source) = users[0].clone();
+    let target = users[1].2.clone();
+    let tokens = RefreshTokens::new(store.clone());
+    let mut pairs = Vec::new();
+    for _ in 0..50 {
+        pairs.push(tokens.issue_pair(NewPair::new(user.clone())).await.unwrap());
+    }
+    let revoked = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
+    assert!(store.revoke_session(&user, revoked.session_id()).await.unwrap());
+    let mut bearers: Vec<String> = pairs.iter().map(|p| format!("Bearer {}", p.access.plain_text.expose())).collect();
+    bearers.push(format!("Bearer {}", revoked.access.plain_text.expose()));
+    let api = serve_api(TokenAuthLayer::new(store.clone())).await;
+    let load = Load::start(&[api], &bearers, 16);
+
+    // Logins, refreshes, listings and logouts of the same user go on during the migration too.
+    let writes = {
+        let (store, user) = (store.clone(), user.clone());
+        tokio::spawn(async move {
+            let tokens = RefreshTokens::new(store.clone());
+            let (mut ok, mut failed) = (0, Vec::new());
+            for _ in 0..60 {
+                let result = async {
+                    let pair = tokens.issue_pair(NewPair::new(user.clone()).name("churn")).await?;
+                    let next = tokens.exchange(&bearer(&pair.refresh)).await.map_err(|e| format!("{e}"))?;
+                    let listed = store.list_sessions(&user).await?;
+                    if !listed.iter().any(|s| s.id == next.session_id()) {
+                        return Err(format!("session {} not listed", next.session_id()).into());
+                    }
+                    store.revoke_session(&user, next.session_id()).await?;
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+                }
+                .await;
+                match result {
+                    Ok(()) => ok += 1,
+                    Err(e) => failed.push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (ok, failed)
+        })
+    };
+
+    // Move the slot from its master to another one, key by key, as `redis-cli --cluster reshard` does.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ids: HashMap<String, String> =
+        cluster_nodes(&seeds).await.into_iter().map(|(address, id, _, _)| (address, id)).collect();
+    let (mut from, mut to) = (node(&format!("redis://{source}")).await, node(&format!("redis://{target}")).await);
+    let setslot = |state: &str, id: &str| {
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("SETSLOT").arg(slot).arg(state).arg(id);
+        cmd
+    };
+    let _: () = setslot("IMPORTING", &ids[&source]).query_async(&mut to).await.unwrap();
+    let _: () = setslot("MIGRATING", &ids[&target]).query_async(&mut from).await.unwrap();
+    let (host, port) = target.split_once(':').unwrap();
+    // Ten keys per MIGRATE with a pause between batches, as `redis-cli --cluster reshard` does (minus
+    // the pause), so requests meet a slot whose keys are split between the two masters (ASK).
+    let mut moved = 0;
+    loop {
+        let keys: Vec<String> =
+            redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot).arg(10).query_async(&mut from).await.unwrap();
+        if keys.is_empty() {
+            break;
+        }
+        let mut migrate = redis::cmd("MIGRATE");
+        migrate.arg(host).arg(port).arg("").arg(0).arg(5000).arg("KEYS").arg(&keys);
+        let _: redis::Value = migrate.query_async(&mut from).await.unwrap();
+        moved += keys.len();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The new owner first, then the old one, then every other master (replicas refuse SETSLOT).
+    let mut order = vec![target.clone(), source.clone()];
+    order.extend(ids.keys().filter(|a| **a != target && **a != source).cloned());
+    for address in order {
+        let mut conn = node(&format!("redis://{address}")).await;
+        let _: redis::RedisResult<()> = setslot("NODE", &ids[&target]).query_async(&mut conn).await;
+    }
+    let migrated_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok, failed) = writes.await.unwrap();
+    let samples = load.stop().await;
+
+    let revoked_index = bearers.len() - 1;
+    let wrong = samples.iter().filter(|s| s.token == revoked_index && s.status == StatusCode::OK).count();
+    let valid: Vec<&Sample> = samples.iter().filter(|s| s.token != revoked_index).collect();
+    let unavailable = valid.iter().filter(|s| s.status == StatusCode::SERVICE_UNAVAILABLE).count();
+    let rejected = valid.iter().filter(|s| s.status == StatusCode::UNAUTHORIZED).count();
+    let after = valid.iter().filter(|s| s.started > migrated_at).count();
+    println!(
+        "moved {moved} keys of slot {slot} from {source} to {target} under {} requests ({unavailable} 503, \
+         {rejected} 401 for valid tokens, {wrong} 200 for a revoked one, {after} after the move); \
+         {ok} login/refresh/logout rounds succeeded, {} failed: {failed:?}",
+        samples.len(),
+        failed.len()
+    );
+    assert_eq!(master_of(&seeds, slot).await, target, "the slot moved");
+    assert!(moved >= 3, "the user's keys moved with the slot");
+    assert_eq!(wrong, 0, "a revoked token authenticated");
+    assert_eq!(rejected, 0, "a valid token was refused during the migration");
+    assert_eq!(unavailable, 0, "MOVED/ASK are followed, not answered 503");
+    assert!(after > 0, "requests ran after the move");
+    assert!(failed.is_empty(), "writes during the migration: {failed:?}");
+    for pair in &pairs {
+        assert!(works(&store, &pair.access).await);
+    }
+    assert_eq!(store.revoke_all_for_user(&user).await.unwrap(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_killed_under_load_is_503_until_its_replica_takes_over() {
+    if cluster_url().is_none() {
+        return;
+    }
+    let Some(cluster) = PrivateCluster::start(7500) else { return };
+    let seeds = cluster.seeds.clone();
+    let prefix = "tta-failover:";
+    let store = cluster_store(&seeds, prefix).await.command_timeout(Duration::from_millis(500));
+    let users = one_user_per_master(&seeds, prefix).await;
+    let tokens = RefreshTokens::new(store.clone());
+    // A valid and a revoked token of a user on each master; the first master is killed.
+    let mut bearers = Vec::new();
+    for (user, _, _) in &users {
+        let valid = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
+        let revoked = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
+        assert!(store.revoke_session(user, revoked.session_id()).await.unwrap());
+        bearers.push(format!("Bearer {}", valid.access.plain_text.expose()));
+        bearers.push(format!("Bearer {}", revoked.access.plain_text.expose()));
+    }
+    // Replicate every write before the kill: asynchronous replication loses what is not replicated yet.
+    for (_, _, master) in &users {
+        let mut conn = node(&format!("redis://{master}")).await;
+        let replicas: i64 = redis::cmd("WAIT").arg(1).arg(5000).query_async(&mut conn).await.unwrap();
+        assert_eq!(replicas, 1, "{master} has a replica in sync");
+    }
+    let api = serve_api(TokenAuthLayer::new(store.clone()).lookup_timeout(Some(Duration::from_secs(1)))).await;
+    let load = Load::start(&[api], &bearers, 12);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let expected = |s: &Sample| if s.token % 2 == 0 { StatusCode::OK } else { StatusCode::UNAUTHORIZED };
+    let healthy = load.samples();
+    assert!(!healthy.is_empty() && healthy.iter().all(|s| s.status == expected(s)), "before the kill");
+
+    let victim = users[0].2.clone();
+    let pid = cluster.pid(&victim).await;
+    let killed_at = Instant::now();
+    assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+
+    // Bounded wait: node timeout 2 s, then the election.
+    let (user0_valid, deadline) = (&bearers[0], killed_at + Duration::from_secs(30));
+    let recovered_at = loop {
+        let status = send(&client(), api, "GET", "/", Some(user0_valid)).await.status;
+        if status == StatusCode::OK && master_of(&seeds, users[0].1).await != victim {
+            break Instant::now();
+        }
+        assert!(Instant::now() < deadline, "the replica never took over (last status {status})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let samples = load.stop().await;
+
+    let wrong_ok = samples.iter().filter(|s| s.token % 2 == 1 && s.status == StatusCode::OK).count();
+    let wrong_401 = samples.iter().filter(|s| s.token % 2 == 0 && s.status == StatusCode::UNAUTHORIZED).count();
+    let down: Vec<&Sample> =
+        samples.iter().filter(|s| s.token < 2 && s.started > killed_at && s.ended < recovered_at).collect();
+    let down_503 = down.iter().filter(|s| s.status == StatusCode::SERVICE_UNAVAILABLE).count();
+    let others_during: Vec<&Sample> =
+        samples.iter().filter(|s| s.token >= 2 && s.started > killed_at && s.ended < recovered_at).collect();
+    let after: Vec<&Sample> = samples.iter().filter(|s| s.started > recovered_at).collect();
+    println!(
+        "failover of {victim} after {:?}: {} requests; for its tokens while down {} ({down_503} 503), other \
+         masters meanwhile {} ({} ok as expected); after: {} ({} as expected); {wrong_ok} revoked tokens let \
+         through, {wrong_401} valid ones refused",
+        recovered_at - killed_at,
+        samples.len(),
+        down.len(),
+        others_during.len(),
+        others_during.iter().filter(|s| s.status == expected(s)).count(),
+        after.len(),
+        after.iter().filter(|s| s.status == expected(s)).count(),
+    );
+    assert_eq!(wrong_ok, 0, "a revoked token authenticated");
+    assert_eq!(wrong_401, 0, "a valid token was refused: an outage must be 503, never 401");
+    assert!(down_503 > 0, "requests for the dead master's slots were answered 503");
+    assert!(
+        down.iter().all(|s| s.status == StatusCode::SERVICE_UNAVAILABLE || s.status == expected(s)),
+        "while down: 503 or the right answer"
+    );
+    assert!(!after.is_empty() && after.iter().all(|s| s.status == expected(s)), "after the failover");
+    // The same store, no restart: logins and logouts on the promoted replica work.
+    let (user, _, _) = &users[0];
+    let pair = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
+    assert!(works(&store, &pair.access).await);
+    assert_eq!(store.revoke_all_for_user(user).await.unwrap(), 4);
+}
