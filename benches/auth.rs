@@ -19,13 +19,11 @@ use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, BenchmarkId, Criterion};
 use dashmap::DashMap;
-use http::header::{HeaderValue, AUTHORIZATION};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
-use http_body_util::Empty;
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower::{service_fn, Service, ServiceExt};
@@ -47,7 +45,8 @@ const SPREAD_TOKENS: usize = 4096;
 /// Every benchmark token expires, so every path has to read the clock.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
-type Body = Empty<Bytes>;
+mod common;
+use common::{empty_ok, Body, RequestTemplate};
 
 /// Runs a future that must complete on its first poll (everything benchmarked against `MemoryStore`).
 fn now<F: Future>(future: F) -> F::Output {
@@ -56,54 +55,6 @@ fn now<F: Future>(future: F) -> F::Output {
         Poll::Ready(output) => output,
         Poll::Pending => panic!("benchmarked future did not complete at once"),
     }
-}
-
-/// The parts every request is rebuilt from, identically in every benchmark.
-struct RequestTemplate {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-}
-
-impl RequestTemplate {
-    fn new(authorization: Option<&str>) -> Self {
-        let mut headers = HeaderMap::new();
-        if let Some(value) = authorization {
-            // Shared bytes, like a parsed request's header values (slices of the connection's read
-            // buffer): each request's clone costs a reference count increment and decrement.
-            headers.insert(AUTHORIZATION, HeaderValue::from_str(value).expect("valid header value"));
-        }
-        Self { method: Method::GET, uri: Uri::from_static("/api/v1/me"), headers }
-    }
-
-    /// A copy sharing no bytes with `self`, for another thread: two real requests share no buffer,
-    /// so no reference count is written from both threads.
-    fn for_another_thread(&self) -> Self {
-        let mut headers = HeaderMap::new();
-        for (name, value) in &self.headers {
-            headers.append(name, HeaderValue::from_bytes(value.as_bytes()).expect("valid header value"));
-        }
-        Self { method: self.method.clone(), uri: self.uri.clone(), headers }
-    }
-
-    fn bearer(token: &str) -> Self {
-        Self::new(Some(&format!("Bearer {token}")))
-    }
-
-    #[inline]
-    fn request(&self) -> Request<Body> {
-        let mut request = Request::new(Body::new());
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        *request.headers_mut() = self.headers.clone();
-        request
-    }
-}
-
-/// The inner service of every benchmark: an empty `200`.
-fn empty_ok() -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone + Send
-{
-    service_fn(|_request: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::new())) })
 }
 
 /// One timed iteration: rebuild the request, clone the ready service, run it to the end. Not inlined,

@@ -19,28 +19,26 @@
 //!
 //! Keys live under a prefix of their own (`tta-bench-redis-{pid}:`) and are deleted afterwards.
 
-use std::convert::Infallible;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput};
-use http::header::{HeaderValue, AUTHORIZATION};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
-use http_body_util::Empty;
+use http::header::AUTHORIZATION;
+use http::{Request, Response, StatusCode};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tower::{service_fn, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 use tower_layer::Layer;
 use tower_token_auth::store::redis::RedisStore;
 use tower_token_auth::{NewToken, TokenAuthLayer, TokenDigest, TokenStore, TokenStoreExt, UserId};
 
-type Body = Empty<Bytes>;
+mod common;
+use common::{empty_ok, Body, RequestTemplate};
 
 /// Counts allocations while `COUNTING` is set (the diagnostics' allocations per request).
 struct CountingAllocator;
@@ -82,35 +80,6 @@ const CONCURRENCY: [usize; 3] = [1, 16, 64];
 const ROUNDS: usize = 7;
 /// What `find` reads for an access token (the store's documented field names), for the raw path.
 const FIND_FIELDS: [&str; 8] = ["u", "n", "ab", "sid", "ad", "ae", "ac", "al"];
-
-/// The parts every request is rebuilt from, as in `benches/auth.rs`.
-struct RequestTemplate {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-}
-
-impl RequestTemplate {
-    fn bearer(token: &str) -> Self {
-        let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).expect("valid header"));
-        Self { method: Method::GET, uri: Uri::from_static("/api/v1/me"), headers }
-    }
-
-    #[inline]
-    fn request(&self) -> Request<Body> {
-        let mut request = Request::new(Body::new());
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        *request.headers_mut() = self.headers.clone();
-        request
-    }
-}
-
-fn empty_ok() -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone + Send
-{
-    service_fn(|_request: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::new())) })
-}
 
 /// A raw redis-rs connection of either kind.
 #[derive(Clone)]

@@ -105,3 +105,9 @@ pub use store::RedisStore;
 pub use store::SqlStore;
 pub use store::{MemoryStore, StoreError, StoreErrorKind, StoreFuture, TokenStore, TokenStoreExt};
 pub use token::{Abilities, IssuedToken, NewToken, TokenDigest, TokenId, TokenKind, TokenName, TokenRecord, UserId};
+
+/// Every Rust block of the README, compiled (and run unless `no_run`) as a doctest, so the README cannot
+/// rot. Only with every feature, as the README uses them all.
+#[cfg(all(doctest, feature = "full", feature = "test-util"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

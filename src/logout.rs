@@ -71,6 +71,7 @@ use tower_service::Service;
 use crate::auth::verify::{guarded, Config, Started};
 use crate::authenticated::AuthenticatedToken;
 use crate::body::JsonBody;
+use crate::observability::record;
 use crate::response::{is_grpc, logged_out, Rejection};
 use crate::session::Sessions;
 use crate::store::{StoreError, StoreFuture, TokenStore};
@@ -246,22 +247,31 @@ impl<St: TokenStore, B> Service<Request<B>> for LogoutService<St> {
         let scope = self.scope_of(&request);
         let token = match request.extensions().get::<AuthenticatedToken>() {
             Some(token) => Ok(token.clone()),
-            None => match self.config.start(request.headers()) {
-                Started::Done(result) => result,
-                Started::Pending(mut lookup) => {
-                    let config = Arc::clone(&self.config);
-                    return LogoutFuture::boxed(async move {
-                        let found = std::future::poll_fn(|cx| lookup.poll_lookup(cx)).await;
-                        match config.finish(&lookup.digest, found) {
-                            Ok(token) => match start_revoke(&config, scope, &token) {
-                                Ok(revocation) => revoked(revocation.await, &token, scope, grpc),
-                                Err(InvalidScope) => invalid_scope(),
-                            },
-                            Err(failure) => failure.rejection().to_response(grpc),
-                        }
-                    });
+            // Not behind a layer: it authenticates the request itself, and counts it in the same metrics.
+            None => {
+                let started = record::Started::now();
+                match self.config.start_at(request.headers(), started) {
+                    Started::Done(result) => {
+                        self.config.observe(&tracing::Span::none(), started, &result);
+                        result
+                    }
+                    Started::Pending(mut lookup) => {
+                        let config = Arc::clone(&self.config);
+                        return LogoutFuture::boxed(async move {
+                            let found = std::future::poll_fn(|cx| lookup.poll_lookup(cx)).await;
+                            let result = config.finish(&lookup.digest, found);
+                            config.observe(&tracing::Span::none(), lookup.started, &result);
+                            match result {
+                                Ok(token) => match start_revoke(&config, scope, &token) {
+                                    Ok(revocation) => revoked(revocation.await, &token, scope, grpc),
+                                    Err(InvalidScope) => invalid_scope(),
+                                },
+                                Err(failure) => failure.rejection().to_response(grpc),
+                            }
+                        });
+                    }
                 }
-            },
+            }
         };
         let token = match token {
             Ok(token) => token,

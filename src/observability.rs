@@ -10,7 +10,7 @@
 //!
 //! | name | type | labels | what |
 //! |---|---|---|---|
-//! | `tower_token_auth_authenticate_duration_seconds` | histogram | `result` = `success` \| `failure` \| `none`; `reason` (failures) = `malformed` \| `unknown` \| `mismatch` \| `expired` \| `wrong_kind` \| `store_error` \| `store_timeout` | one per request through [`TokenAuthLayer`](crate::TokenAuthLayer), from the header to the decision (`none`: no credentials) |
+//! | `tower_token_auth_authenticate_duration_seconds` | histogram | `result` = `success` \| `failure` \| `none`; `reason` (failures) = `malformed` \| `unknown` \| `mismatch` \| `expired` \| `wrong_kind` \| `store_error` \| `store_timeout` | one per request through [`TokenAuthLayer`](crate::TokenAuthLayer) or a [`LogoutService`](crate::LogoutService) not behind one, from the header to the decision (`none`: no credentials) |
 //! | `tower_token_auth_store_operation_duration_seconds` | histogram | `operation` = `find` \| `insert` \| `exchange_refresh` \| `list_sessions` \| `revoke_sessions` \| `touch_last_used` \| `find_by_digest`; `store` = [`TokenStore::backend_name`](crate::TokenStore::backend_name) | each store call the crate makes |
 //! | `tower_token_auth_store_errors_total` | counter | `operation`, `store`, `kind` = `backend` \| `timeout` \| `corrupt` \| `random` \| `invalid_input` \| `session_limit` | failed store calls |
 //! | `tower_token_auth_sign_ins_total` | counter | | pairs issued by [`RefreshTokens::issue_pair`](crate::refresh::RefreshTokens::issue_pair) |

@@ -363,28 +363,12 @@ impl<St: TokenStore> RefreshTokens<St> {
         };
         crate::observability::audit::sign_in(&session.user_id, ids.session_id, &session.name);
         record::sign_ins(1);
-        let record = |id, kind, secret: NewSecret| TokenRecord {
-            digest: secret.digest,
-            id,
-            session_id: ids.session_id,
-            kind,
-            expires_at: secret.expires_at,
-            user_id: session.user_id.clone(),
-            created_at: now,
-            last_used_at: None,
-            name: session.name.clone(),
-            abilities: session.abilities.clone(),
-        };
-        Ok(TokenPair {
-            access: IssuedToken {
-                plain_text: PlainTextToken::new(access_id, &access_secret),
-                record: record(access_id, TokenKind::Access, access),
-            },
-            refresh: IssuedToken {
-                plain_text: PlainTextToken::new(refresh_id, &refresh_secret),
-                record: record(refresh_id, TokenKind::Refresh, refresh),
-            },
-        })
+        let minted = Minted { session_id: ids.session_id, user_id: &session.user_id, name: &session.name, now };
+        Ok(minted.pair(
+            &session.abilities,
+            (access_id, access_secret.as_str(), access),
+            (refresh_id, refresh_secret.as_str(), refresh),
+        ))
     }
 
     fn secret(
@@ -428,28 +412,10 @@ impl<St: TokenStore> RefreshTokens<St> {
         match outcome {
             ExchangeOutcome::Exchanged(session) => {
                 record::refresh_exchanges("exchanged", 1);
-                let record = |id, kind, secret: NewSecret| TokenRecord {
-                    digest: secret.digest,
-                    id,
-                    session_id: session.session_id,
-                    kind,
-                    expires_at: secret.expires_at,
-                    user_id: session.user_id.clone(),
-                    created_at: now,
-                    last_used_at: None,
-                    name: session.name.clone(),
-                    abilities: session.abilities.clone(),
-                };
-                Ok(TokenPair {
-                    access: IssuedToken {
-                        plain_text: PlainTextToken::new(session.access, &access_secret),
-                        record: record(session.access, TokenKind::Access, access),
-                    },
-                    refresh: IssuedToken {
-                        plain_text: PlainTextToken::new(session.refresh, &refresh_secret),
-                        record: record(session.refresh, TokenKind::Refresh, refresh),
-                    },
-                })
+                let minted =
+                    Minted { session_id: session.session_id, user_id: &session.user_id, name: &session.name, now };
+                let access = (session.access, access_secret.as_str(), access);
+                Ok(minted.pair(&session.abilities, access, (session.refresh, refresh_secret.as_str(), refresh)))
             }
             ExchangeOutcome::Invalid => {
                 record::refresh_exchanges("invalid", 1);
@@ -461,6 +427,46 @@ impl<St: TokenStore> RefreshTokens<St> {
                 crate::observability::audit::refresh_reuse(&user_id, session_id, token_id, revoked);
                 Err(RefreshError::Reused { user_id, session_id, revoked })
             }
+        }
+    }
+}
+
+/// A pair just stored in a session: what the caller hands back.
+struct Minted<'a> {
+    session_id: SessionId,
+    user_id: &'a UserId,
+    name: &'a TokenName,
+    now: SystemTime,
+}
+
+impl Minted<'_> {
+    fn pair(
+        &self,
+        abilities: &Abilities,
+        (access_id, access_secret, access): (TokenId, &str, NewSecret),
+        (refresh_id, refresh_secret, refresh): (TokenId, &str, NewSecret),
+    ) -> TokenPair {
+        let record = |id, kind, secret: NewSecret| TokenRecord {
+            digest: secret.digest,
+            id,
+            session_id: self.session_id,
+            kind,
+            expires_at: secret.expires_at,
+            user_id: self.user_id.clone(),
+            created_at: self.now,
+            last_used_at: None,
+            name: self.name.clone(),
+            abilities: abilities.clone(),
+        };
+        TokenPair {
+            access: IssuedToken {
+                plain_text: PlainTextToken::new(access_id, access_secret),
+                record: record(access_id, TokenKind::Access, access),
+            },
+            refresh: IssuedToken {
+                plain_text: PlainTextToken::new(refresh_id, refresh_secret),
+                record: record(refresh_id, TokenKind::Refresh, refresh),
+            },
         }
     }
 }

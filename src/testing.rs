@@ -769,6 +769,62 @@ impl fmt::Display for RaceReport {
     }
 }
 
+/// `presentations` exchanges of `pair`'s refresh token started at once: the pairs they minted and how
+/// many were answered as reuse. Panics on any answer but a pair, reuse or invalid.
+async fn present_at_once<St: TokenStore + Clone>(
+    tokens: &RefreshTokens<St>,
+    pair: &TokenPair,
+    presentations: usize,
+) -> (Vec<TokenPair>, usize) {
+    let barrier = Arc::new(Barrier::new(presentations));
+    let tasks: Vec<_> = (0..presentations)
+        .map(|_| {
+            let (tokens, headers, barrier) = (tokens.clone(), bearer(&pair.refresh), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                tokens.exchange(&headers).await
+            })
+        })
+        .collect();
+    let (mut winners, mut reused) = (Vec::new(), 0);
+    for task in tasks {
+        match task.await.expect("an exchange task does not panic") {
+            Ok(minted) => winners.push(minted),
+            Err(RefreshError::Reused { .. }) => reused += 1,
+            Err(RefreshError::Invalid) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    (winners, reused)
+}
+
+/// An exchange of `pair`'s refresh token and a logout everywhere of `user`, started at once; returns
+/// the pair the exchange minted, if it did, once both are done.
+async fn exchange_against_logout<St: TokenStore + Clone>(
+    store: &St,
+    tokens: &RefreshTokens<St>,
+    pair: &TokenPair,
+    user: &UserId,
+) -> Option<TokenPair> {
+    let barrier = Arc::new(Barrier::new(2));
+    let exchange = {
+        let (tokens, headers, barrier) = (tokens.clone(), bearer(&pair.refresh), Arc::clone(&barrier));
+        tokio::spawn(async move {
+            barrier.wait().await;
+            tokens.exchange(&headers).await
+        })
+    };
+    let logout = {
+        let (store, user, barrier) = (store.clone(), user.clone(), Arc::clone(&barrier));
+        tokio::spawn(async move {
+            barrier.wait().await;
+            store.revoke_all_for_user(&user).await
+        })
+    };
+    logout.await.expect("the logout task does not panic").expect("logout succeeds");
+    exchange.await.expect("the exchange task does not panic").ok()
+}
+
 /// `presentations` simultaneous exchanges of one refresh token, `rounds` times: each round exactly one
 /// wins, and since the others are reuse, no pair of the round works afterwards. Panics on a second
 /// winner; counts leaks.
@@ -778,26 +834,7 @@ pub async fn race_presentations<St: TokenStore + Clone>(store: St, rounds: usize
     for round in 0..rounds {
         let user = fresh_user();
         let pair = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
-        let barrier = Arc::new(Barrier::new(presentations));
-        let tasks: Vec<_> = (0..presentations)
-            .map(|_| {
-                let (tokens, headers, barrier) = (tokens.clone(), bearer(&pair.refresh), Arc::clone(&barrier));
-                tokio::spawn(async move {
-                    barrier.wait().await;
-                    tokens.exchange(&headers).await
-                })
-            })
-            .collect();
-        let mut winners = Vec::new();
-        let mut reused = 0;
-        for task in tasks {
-            match task.await.expect("an exchange task does not panic") {
-                Ok(minted) => winners.push(minted),
-                Err(RefreshError::Reused { .. }) => reused += 1,
-                Err(RefreshError::Invalid) => {}
-                Err(other) => panic!("round {round}: unexpected {other:?}"),
-            }
-        }
+        let (winners, reused) = present_at_once(&tokens, &pair, presentations).await;
         assert!(winners.len() <= 1, "round {round}: {} presentations of one refresh token won", winners.len());
         report.exchanges += winners.len();
         report.reuses += reused;
@@ -823,25 +860,9 @@ pub async fn race_exchange_and_logout<St: TokenStore + Clone>(store: St, rounds:
     for _ in 0..rounds {
         let user = fresh_user();
         let pair = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
-        let barrier = Arc::new(Barrier::new(2));
-        let exchange = {
-            let (tokens, headers, barrier) = (tokens.clone(), bearer(&pair.refresh), Arc::clone(&barrier));
-            tokio::spawn(async move {
-                barrier.wait().await;
-                tokens.exchange(&headers).await
-            })
-        };
-        let logout = {
-            let (store, user, barrier) = (store.clone(), user.clone(), Arc::clone(&barrier));
-            tokio::spawn(async move {
-                barrier.wait().await;
-                store.revoke_all_for_user(&user).await
-            })
-        };
-        logout.await.expect("the logout task does not panic").expect("logout succeeds");
-        let minted = exchange.await.expect("the exchange task does not panic");
+        let minted = exchange_against_logout(&store, &tokens, &pair, &user).await;
         let mut leaked = pair_works(&store, &pair).await;
-        if let Ok(minted) = &minted {
+        if let Some(minted) = &minted {
             report.exchanges += 1;
             leaked |= pair_works(&store, minted).await;
         }
@@ -865,65 +886,31 @@ pub async fn race_inserting_exchanges<St: TokenStore + Clone>(store: St, rounds:
         .access_ttl(Duration::from_secs(60));
     let tokens = RefreshTokens::new(store.clone());
     for round in 0..rounds {
-        let user = fresh_user();
-        let logout_pair = past.issue_pair(NewPair::new(user.clone())).await.unwrap();
-        let reuse_pair = past.issue_pair(NewPair::new(user.clone())).await.unwrap();
-        store.prune_expired(now, None).await.unwrap();
-        assert!(!works(&store, &logout_pair.access).await, "round {round}: the access token was pruned");
-        assert!(works(&store, &logout_pair.refresh).await, "round {round}: the refresh token lives on");
-
         // An exchange that inserts, racing log out everywhere.
-        let barrier = Arc::new(Barrier::new(2));
-        let exchange = {
-            let (tokens, headers, barrier) = (tokens.clone(), bearer(&logout_pair.refresh), Arc::clone(&barrier));
-            tokio::spawn(async move {
-                barrier.wait().await;
-                tokens.exchange(&headers).await
-            })
-        };
-        let logout = {
-            let (store, user, barrier) = (store.clone(), user.clone(), Arc::clone(&barrier));
-            tokio::spawn(async move {
-                barrier.wait().await;
-                store.revoke_all_for_user(&user).await
-            })
-        };
-        logout.await.expect("the logout task does not panic").expect("logout succeeds");
-        let mut leaked = false;
-        if let Ok(minted) = exchange.await.expect("the exchange task does not panic") {
+        let user = fresh_user();
+        let pair = past.issue_pair(NewPair::new(user.clone())).await.unwrap();
+        let other = past.issue_pair(NewPair::new(user.clone())).await.unwrap();
+        store.prune_expired(now, None).await.unwrap();
+        assert!(!works(&store, &pair.access).await, "round {round}: the access token was pruned");
+        assert!(works(&store, &pair.refresh).await, "round {round}: the refresh token lives on");
+        let minted = exchange_against_logout(&store, &tokens, &pair, &user).await;
+        let mut leaked = pair_works(&store, &pair).await || pair_works(&store, &other).await;
+        if let Some(minted) = &minted {
             report.exchanges += 1;
-            leaked |= pair_works(&store, &minted).await;
+            leaked |= pair_works(&store, minted).await;
         }
-        leaked |= pair_works(&store, &logout_pair).await || pair_works(&store, &reuse_pair).await;
 
         // Two inserting presentations of one token: one wins, the other is reuse, nothing survives.
         let user = fresh_user();
         let pair = past.issue_pair(NewPair::new(user.clone())).await.unwrap();
         store.prune_expired(now, None).await.unwrap();
-        let barrier = Arc::new(Barrier::new(2));
-        let tasks: Vec<_> = (0..2)
-            .map(|_| {
-                let (tokens, headers, barrier) = (tokens.clone(), bearer(&pair.refresh), Arc::clone(&barrier));
-                tokio::spawn(async move {
-                    barrier.wait().await;
-                    tokens.exchange(&headers).await
-                })
-            })
-            .collect();
-        let mut winners = Vec::new();
-        for task in tasks {
-            match task.await.expect("an exchange task does not panic") {
-                Ok(minted) => winners.push(minted),
-                Err(RefreshError::Reused { .. }) => report.reuses += 1,
-                Err(RefreshError::Invalid) => {}
-                Err(other) => panic!("round {round}: unexpected {other:?}"),
-            }
-        }
+        let (winners, reused) = present_at_once(&tokens, &pair, 2).await;
         assert_eq!(winners.len(), 1, "round {round}: one of two inserting presentations wins");
         for minted in &winners {
             leaked |= pair_works(&store, minted).await;
         }
         report.exchanges += winners.len();
+        report.reuses += reused;
         report.leaks += usize::from(leaked);
         store.revoke_all_for_user(&user).await.unwrap();
     }

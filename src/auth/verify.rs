@@ -341,13 +341,8 @@ impl<St: TokenStore> Config<St> {
         }
     }
 
-    /// Parses the header and starts the lookup. Malformed input never reaches the store.
-    #[inline]
-    pub(crate) fn start(&self, headers: &HeaderMap) -> Started {
-        self.start_at(headers, record::Started::now())
-    }
-
-    /// [`start`](Self::start), with the time the request began.
+    /// Parses the header and starts the lookup (`started`: when the request began). Malformed input
+    /// never reaches the store.
     #[inline]
     pub(crate) fn start_at(&self, headers: &HeaderMap, started: record::Started) -> Started {
         let (future, digest) = match credentials(headers) {

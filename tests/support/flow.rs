@@ -16,8 +16,9 @@ use tower_token_auth::{
     AuthenticatedToken, IssuedToken, LogoutScope, MemoryStore, NewToken, TokenAuthLayer, TokenStoreExt,
 };
 
-/// The flow the observability tests drive: 2 successes, 1 request without credentials, 1 expired token, 1 wrong
-/// secret, 1 refresh reuse, and a logout of 3 tokens. Returns every plain-text token it saw.
+/// The flow the observability tests drive: 2 successes through the layer, 1 request without credentials, 1 expired token, 1 wrong
+/// secret, 1 refresh reuse, and a logout of 3 tokens (a
+/// third success: the logout service authenticates on its own). Returns every plain-text token it saw.
 pub async fn scripted_flow() -> Vec<String> {
     let clock = ManualClock::new(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
     let store = MemoryStore::new();
