@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Prints the median of every criterion benchmark under target/criterion (the last run of each), and
-the ratios BENCHMARKS.md quotes when both sides are present. Usage: scripts/bench-medians.py [filter]"""
-import json, pathlib, sys
+the ratios BENCHMARKS.md quotes when both sides are present. Usage: scripts/bench-medians.py [filter]
+(CRITERION_DIR: another target directory's criterion folder)."""
+import json, os, pathlib, sys
 
-root = pathlib.Path(__file__).resolve().parent.parent / "target" / "criterion"
+default_root = pathlib.Path(__file__).resolve().parent.parent / "target" / "criterion"
+root = pathlib.Path(os.environ.get("CRITERION_DIR") or default_root)
 only = sys.argv[1] if len(sys.argv) > 1 else ""
 medians = {}
 for estimates in sorted(root.glob("**/new/estimates.json")):

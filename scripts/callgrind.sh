@@ -12,27 +12,18 @@ for bench in "$@"; do
   out=$(mktemp)
   valgrind --tool=callgrind --cache-sim=yes --LL=2097152,16,64 --toggle-collect='*one_request*' \
     --callgrind-out-file="$out" "$exe" --bench "request/$bench\$" --profile-time 3 >/dev/null 2>&1
-  callgrind_annotate --inclusive=yes "$out" 2>/dev/null | python3 -c '
-import sys
-def counts(line):
-    # The event columns: numbers with thousands separators, "(x%)" after some, "." for zero.
-    out = []
-    for token in line.split():
-        if token.startswith("("):
-            continue
-        if token == ".":
-            out.append(0)
-        elif token.replace(",", "").isdigit():
-            out.append(int(token.replace(",", "")))
-        else:
-            break
-    return out
-lines = sys.stdin.read().splitlines()
-total = next(counts(l) for l in lines if l.rstrip().endswith("auth::one_request"))
-entry = next(counts(l) for l in lines if "fn one_request<S, B>" in l)
-calls = entry[0] / 4  # the function entry runs 4 instructions per call
-ir, dr, dw, i1, d1r, d1w, ilr, dlr, dlw = total[:9]
-print(f"{sys.argv[1]:40} {ir/calls:10.0f} {(d1r+d1w)/calls:8.2f} {(dlr+dlw)/calls:8.2f} {calls:8.0f}")
-' "$bench"
+  python3 - "$out" "$bench" <<'PY'
+import re, sys
+# Only one_request (and what it calls) is collected, so the file's totals are the cost of the calls
+# to it; their number is the sum of the `calls=` lines under every call site of one_request.
+text = open(sys.argv[1]).read()
+fn_id = re.search(r"^c?fn=\((\d+)\) auth::one_request$", text, re.M).group(1)
+calls = sum(int(n) for n in re.findall(r"^cfn=\(" + fn_id + r"\)(?: .*)?\ncalls=(\d+)", text, re.M))
+events = re.search(r"^events: (.*)$", text, re.M).group(1).split()
+totals = dict(zip(events, map(int, re.search(r"^totals: (.*)$", text, re.M).group(1).split())))
+d1 = totals.get("D1mr", 0) + totals.get("D1mw", 0)
+ll = totals.get("DLmr", 0) + totals.get("DLmw", 0)
+print(f"{sys.argv[2]:40} {totals['Ir'] / calls:10.0f} {d1 / calls:8.2f} {ll / calls:8.2f} {calls:8d}")
+PY
   rm -f "$out"
 done

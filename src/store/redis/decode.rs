@@ -78,7 +78,7 @@ pub(super) struct Reader<'a> {
 
 // The accessors read bytes directly where they can (ids, times, digests, integer user ids): `find`
 // decodes eight fields per request, and going through `str` first (UTF-8 validation, then parsing)
-// cost about 1,200 instructions of its 26,500 (callgrind; see notes/redis.md).
+// cost about 1,200 instructions of its 26,500 (callgrind; see BENCHMARKS.md, "Redis").
 impl Reader<'_> {
     fn corrupt(&self, field: &str, problem: &str) -> StoreError {
         StoreError::corrupt(format!("{}: field `{field}` {problem}", (self.what)()))
