@@ -18,9 +18,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use redis::aio::MultiplexedConnection;
@@ -34,6 +34,7 @@ use tower_token_auth::{NewToken, TokenAuthLayer, TokenStore, TokenStoreExt, User
 
 use support::faults::serve_api;
 use support::http::{client, send};
+use support::redis::{connection, scan_prefix, unique_prefix, url_from_env};
 
 /// Prints the causes of 503s (the layer logs store errors as warnings).
 fn log_store_errors() {
@@ -42,23 +43,11 @@ fn log_store_errors() {
 
 fn cluster_url() -> Option<String> {
     log_store_errors();
-    let url = std::env::var("TOWER_TOKEN_AUTH_REDIS_CLUSTER_URL").ok().filter(|u| !u.is_empty());
-    if url.is_none() {
-        println!("skipped: TOWER_TOKEN_AUTH_REDIS_CLUSTER_URL is not set");
-    }
-    url
-}
-
-/// A key prefix no other test (or test run) uses.
-fn unique_prefix(test: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
-    format!("tta-test:{test}:{}-{nanos}-{}:", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    url_from_env("TOWER_TOKEN_AUTH_REDIS_CLUSTER_URL")
 }
 
 async fn node(url: &str) -> MultiplexedConnection {
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    redis::Client::open(url).unwrap().get_multiplexed_async_connection_with_config(&config).await.unwrap()
+    connection(url).await
 }
 
 /// `(address, id, is master, slots)` of every node, from `CLUSTER NODES`.
@@ -127,26 +116,9 @@ async fn slot_of_user(seeds: &str, prefix: &str, user: &UserId) -> u16 {
 async fn keys_under(seeds: &str, prefix: &str) -> Vec<(String, String)> {
     let mut all = Vec::new();
     for (address, _, master, _) in cluster_nodes(seeds).await {
-        if !master {
-            continue;
-        }
-        let mut conn = node(&format!("redis://{address}")).await;
-        let mut cursor = String::from("0");
-        loop {
-            let (next, keys): (String, Vec<String>) = redis::cmd("SCAN")
-                .arg(&cursor)
-                .arg("MATCH")
-                .arg(format!("{prefix}*"))
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
+        if master {
+            let keys = scan_prefix(&mut node(&format!("redis://{address}")).await, prefix).await;
             all.extend(keys.into_iter().map(|k| (address.clone(), k)));
-            if next == "0" {
-                break;
-            }
-            cursor = next;
         }
     }
     all

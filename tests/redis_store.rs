@@ -13,7 +13,7 @@ mod support;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,52 +31,19 @@ use tower_token_auth::{NewToken, TokenAuthLayer, TokenStore, TokenStoreExt, User
 
 use support::faults::serve_api;
 use support::http::{client, send};
+use support::redis::{connection, scan_prefix, unique_prefix, url_from_env};
 
 fn redis_url() -> Option<String> {
-    let url = std::env::var("TOWER_TOKEN_AUTH_REDIS_URL").ok().filter(|u| !u.is_empty());
-    if url.is_none() {
-        println!("skipped: TOWER_TOKEN_AUTH_REDIS_URL is not set");
-    }
-    url
-}
-
-/// A key prefix no other test (or test run) uses.
-fn unique_prefix(test: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
-    format!("tta-test:{test}:{}-{nanos}-{}:", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    url_from_env("TOWER_TOKEN_AUTH_REDIS_URL")
 }
 
 async fn raw(url: &str) -> MultiplexedConnection {
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    redis::Client::open(url).unwrap().get_multiplexed_async_connection_with_config(&config).await.unwrap()
+    connection(url).await
 }
 
 /// Every key under `prefix`.
 async fn keys_under(url: &str, prefix: &str) -> Vec<String> {
-    let mut conn = raw(url).await;
-    let mut cursor = String::from("0");
-    let mut all = Vec::new();
-    loop {
-        let (next, keys): (String, Vec<String>) = redis::cmd("SCAN")
-            .arg(&cursor)
-            .arg("MATCH")
-            .arg(format!("{}*", glob_escape(prefix)))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        all.extend(keys);
-        if next == "0" {
-            return all;
-        }
-        cursor = next;
-    }
-}
-
-fn glob_escape(s: &str) -> String {
-    s.chars().flat_map(|c| if "*?[]\\".contains(c) { vec!['\\', c] } else { vec![c] }).collect()
+    scan_prefix(&mut raw(url).await, prefix).await
 }
 
 /// Deletes every key under `prefix`.

@@ -2,3 +2,5 @@ pub mod example_server;
 pub mod faults;
 pub mod flow;
 pub mod http;
+#[cfg(feature = "redis")]
+pub mod redis;
