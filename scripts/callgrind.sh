@@ -17,7 +17,10 @@ import re, sys
 # Only one_request (and what it calls) is collected, so the file's totals are the cost of the calls
 # to it; their number is the sum of the `calls=` lines under every call site of one_request.
 text = open(sys.argv[1]).read()
-fn_id = re.search(r"^c?fn=\((\d+)\) auth::one_request$", text, re.M).group(1)
+found = re.search(r"^c?fn=\((\d+)\) auth::one_request$", text, re.M)
+if not found:
+    sys.exit(f"{sys.argv[2]}: auth::one_request is not in the profile (is `request/{sys.argv[2]}` a benchmark name?)")
+fn_id = found.group(1)
 calls = sum(int(n) for n in re.findall(r"^cfn=\(" + fn_id + r"\)(?: .*)?\ncalls=(\d+)", text, re.M))
 events = re.search(r"^events: (.*)$", text, re.M).group(1).split()
 totals = dict(zip(events, map(int, re.search(r"^totals: (.*)$", text, re.M).group(1).split())))

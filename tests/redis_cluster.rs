@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use redis::aio::MultiplexedConnection;
 use tower_token_auth::refresh::{NewPair, RefreshTokens, TokenPair};
 use tower_token_auth::session::SessionLimit;
 use tower_token_auth::store::redis::RedisStore;
@@ -44,10 +43,6 @@ fn log_store_errors() {
 fn cluster_url() -> Option<String> {
     log_store_errors();
     url_from_env("TOWER_TOKEN_AUTH_REDIS_CLUSTER_URL")
-}
-
-async fn node(url: &str) -> MultiplexedConnection {
-    connection(url).await
 }
 
 /// `(address, id, is master, slots)` of every node, from `CLUSTER NODES`.
@@ -100,7 +95,7 @@ async fn try_master_of(seeds: &str, slot: u16) -> Option<String> {
 }
 
 async fn keyslot(seeds: &str, key: &str) -> u16 {
-    let mut conn = node(seeds.split(',').next().unwrap()).await;
+    let mut conn = connection(seeds.split(',').next().unwrap()).await;
     redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query_async(&mut conn).await.unwrap()
 }
 
@@ -117,7 +112,7 @@ async fn keys_under(seeds: &str, prefix: &str) -> Vec<(String, String)> {
     let mut all = Vec::new();
     for (address, _, master, _) in cluster_nodes(seeds).await {
         if master {
-            let keys = scan_prefix(&mut node(&format!("redis://{address}")).await, prefix).await;
+            let keys = scan_prefix(&mut connection(&format!("redis://{address}")).await, prefix).await;
             all.extend(keys.into_iter().map(|k| (address.clone(), k)));
         }
     }
@@ -126,7 +121,7 @@ async fn keys_under(seeds: &str, prefix: &str) -> Vec<(String, String)> {
 
 async fn cleanup(seeds: &str, prefix: &str) {
     for (address, key) in keys_under(seeds, prefix).await {
-        let mut conn = node(&format!("redis://{address}")).await;
+        let mut conn = connection(&format!("redis://{address}")).await;
         let _: i64 = redis::cmd("DEL").arg(key).query_async(&mut conn).await.unwrap();
     }
 }
@@ -440,7 +435,7 @@ impl PrivateCluster {
 
     /// The pid of the node at `address`, which this test started.
     async fn pid(&self, address: &str) -> u32 {
-        let mut conn = node(&format!("redis://{address}")).await;
+        let mut conn = connection(&format!("redis://{address}")).await;
         let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.unwrap();
         info.lines().find_map(|l| l.strip_prefix("process_id:")).unwrap().trim().parse().unwrap()
     }
@@ -524,7 +519,8 @@ async fn a_slot_migrated_under_load_is_followed_transparently() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let ids: HashMap<String, String> =
         cluster_nodes(&seeds).await.into_iter().map(|(address, id, _, _)| (address, id)).collect();
-    let (mut from, mut to) = (node(&format!("redis://{source}")).await, node(&format!("redis://{target}")).await);
+    let (mut from, mut to) =
+        (connection(&format!("redis://{source}")).await, connection(&format!("redis://{target}")).await);
     let setslot = |state: &str, id: &str| {
         let mut cmd = redis::cmd("CLUSTER");
         cmd.arg("SETSLOT").arg(slot).arg(state).arg(id);
@@ -552,7 +548,7 @@ async fn a_slot_migrated_under_load_is_followed_transparently() {
     let mut order = vec![target.clone(), source.clone()];
     order.extend(ids.keys().filter(|a| **a != target && **a != source).cloned());
     for address in order {
-        let mut conn = node(&format!("redis://{address}")).await;
+        let mut conn = connection(&format!("redis://{address}")).await;
         let _: redis::RedisResult<()> = setslot("NODE", &ids[&target]).query_async(&mut conn).await;
     }
     let migrated_at = Instant::now();
@@ -608,7 +604,7 @@ async fn a_master_killed_under_load_is_503_until_its_replica_takes_over() {
     }
     // Replicate every write before the kill: asynchronous replication loses what is not replicated yet.
     for (_, _, master) in &users {
-        let mut conn = node(&format!("redis://{master}")).await;
+        let mut conn = connection(&format!("redis://{master}")).await;
         let replicas: i64 = redis::cmd("WAIT").arg(1).arg(5000).query_async(&mut conn).await.unwrap();
         assert_eq!(replicas, 1, "{master} has a replica in sync");
     }

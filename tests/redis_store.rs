@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::StatusCode;
-use redis::aio::MultiplexedConnection;
 use tower_token_auth::refresh::{NewPair, RefreshError, RefreshTokens};
 use tower_token_auth::session::{SessionLimit, Sessions, DEFAULT_KEEP_ROTATED};
 use tower_token_auth::store::redis::RedisStore;
@@ -37,19 +36,15 @@ fn redis_url() -> Option<String> {
     url_from_env("TOWER_TOKEN_AUTH_REDIS_URL")
 }
 
-async fn raw(url: &str) -> MultiplexedConnection {
-    connection(url).await
-}
-
 /// Every key under `prefix`.
 async fn keys_under(url: &str, prefix: &str) -> Vec<String> {
-    scan_prefix(&mut raw(url).await, prefix).await
+    scan_prefix(&mut connection(url).await, prefix).await
 }
 
 /// Deletes every key under `prefix`.
 async fn cleanup(url: &str, prefix: &str) {
     let keys = keys_under(url, prefix).await;
-    let mut conn = raw(url).await;
+    let mut conn = connection(url).await;
     for chunk in keys.chunks(500) {
         let _: i64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await.unwrap();
     }
@@ -128,7 +123,7 @@ async fn ten_thousand_refreshes_keep_three_keys_and_a_bounded_hash() {
     assert_eq!(pair.session_id(), first.session_id());
     let keys = keys_under(&url, &prefix).await;
     let mine: Vec<&String> = keys.iter().filter(|k| !k.ends_with("}:n")).collect();
-    let mut conn = raw(&url).await;
+    let mut conn = connection(&url).await;
     let session = session_key(&prefix, pair.refresh.record.id);
     let fields: i64 = redis::cmd("HLEN").arg(&session).query_async(&mut conn).await.unwrap();
     let rotated: String = redis::cmd("HGET").arg(&session).arg("rot").query_async(&mut conn).await.unwrap();
@@ -202,7 +197,7 @@ async fn ids_past_ten_to_the_fourteen_and_two_to_the_fifty_three_work() {
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix("big-ids");
     let store = store(&url, &prefix).await;
-    let mut conn = raw(&url).await;
+    let mut conn = connection(&url).await;
     let user = fresh_user();
     let tokens = RefreshTokens::new(store.clone());
     let first = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
@@ -241,7 +236,7 @@ async fn sessions_expire_by_themselves_and_leave_no_dead_index_members() {
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix("expiry");
     let store = store(&url, &prefix).await;
-    let mut conn = raw(&url).await;
+    let mut conn = connection(&url).await;
     let user = fresh_user();
     let unlimited = SessionLimit::unlimited();
     let forever = store.issue(NewToken::access(user.clone()).session_limit(unlimited)).await.unwrap();
@@ -384,7 +379,7 @@ async fn unreadable_sessions_are_corrupt_errors() {
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix("corrupt");
     let store = store(&url, &prefix).await;
-    let mut conn = raw(&url).await;
+    let mut conn = connection(&url).await;
     let user = fresh_user();
     let pair = RefreshTokens::new(store.clone()).issue_pair(NewPair::new(user.clone())).await.unwrap();
     let key = session_key(&prefix, pair.access.record.id);
@@ -459,7 +454,7 @@ async fn a_user_with_twenty_thousand_sessions_logs_out_in_short_scripts_and_comp
     }
     let Some(redis) = PrivateRedis::start() else { return };
     let store = RedisStore::connect(&redis.url).await.unwrap();
-    let mut conn = raw(&redis.url).await;
+    let mut conn = connection(&redis.url).await;
     let user = fresh_user();
     let other = fresh_user();
     const SESSIONS: usize = 20_000;
