@@ -77,6 +77,7 @@ pub mod clock;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
+mod family;
 pub mod header;
 pub mod logout;
 pub mod observability;

@@ -51,6 +51,7 @@ use http::HeaderMap;
 
 use crate::auth::verify::guarded;
 use crate::clock::{Clock, SystemClock};
+use crate::family;
 use crate::header::{credentials, BearerCredentials};
 use crate::observability::record;
 use crate::response::Rejection;
@@ -346,7 +347,8 @@ impl<St: TokenStore> RefreshTokens<St> {
         let access_ttl = pair.access_ttl.unwrap_or(self.access_ttl);
         let refresh_ttl = pair.refresh_ttl.unwrap_or(self.refresh_ttl);
         let (access_secret, access) = self.secret(now, access_ttl)?;
-        let (refresh_secret, refresh) = self.secret(now, refresh_ttl)?;
+        let family_key = family::new_family_key().map_err(StoreError::random)?;
+        let (refresh_secret, refresh) = self.refresh_secret(now, refresh_ttl, &family_key)?;
         let session = NewSession {
             user_id: pair.user_id,
             name: pair.name,
@@ -354,6 +356,7 @@ impl<St: TokenStore> RefreshTokens<St> {
             created_at: now,
             access: Some(access),
             refresh: Some(refresh),
+            family: Some(family::family_digest(&family_key)),
             limit: self.session_limit,
         };
         let store = self.store.backend_name();
@@ -381,24 +384,40 @@ impl<St: TokenStore> RefreshTokens<St> {
         Ok((secret, NewSecret { digest, expires_at: ttl.and_then(|ttl| now.checked_add(ttl)) }))
     }
 
+    /// A refresh secret of the family `key`, and what the store keeps of it.
+    fn refresh_secret(
+        &self,
+        now: SystemTime,
+        ttl: Option<Duration>,
+        key: &str,
+    ) -> Result<(zeroize::Zeroizing<String>, NewSecret), StoreError> {
+        let (secret, digest) = family::new_refresh_secret(&self.prefix, key).map_err(StoreError::random)?;
+        Ok((secret, NewSecret { digest, expires_at: ttl.and_then(|ttl| now.checked_add(ttl)) }))
+    }
+
     /// Exchanges the refresh token in `headers` (`Authorization: Bearer {id}|{secret}`) for a new pair in
     /// its session. One store operation; see the [module docs](crate::refresh).
     pub async fn exchange(&self, headers: &HeaderMap) -> Result<TokenPair, RefreshError> {
-        let (id, digest) = match credentials(headers) {
-            BearerCredentials::Token(token) => (token.id(), TokenDigest::of(token.secret())),
+        let (token_id, secret) = match credentials(headers) {
+            BearerCredentials::Token(token) => (token.id(), token.secret()),
             BearerCredentials::Missing => return Err(RefreshError::Missing),
             BearerCredentials::Malformed | BearerCredentials::Legacy(_) => return Err(RefreshError::Invalid),
         };
-        self.exchange_parsed(id, digest).await
-    }
-
-    async fn exchange_parsed(&self, token_id: TokenId, digest: TokenDigest) -> Result<TokenPair, RefreshError> {
+        let presented = family::presented(secret);
+        // The new refresh token carries the session's family key; a token from before family keys gets a
+        // new one (the session takes its digest if the exchange rotates).
+        let key = match family::family_key(secret) {
+            Some(key) => zeroize::Zeroizing::new(key.to_owned()),
+            None => family::new_family_key().map_err(StoreError::random)?,
+        };
         let now = self.clock.now();
         let (access_secret, access) = self.secret(now, self.access_ttl)?;
-        let (refresh_secret, refresh) = self.secret(now, self.refresh_ttl)?;
+        let (refresh_secret, refresh) = self.refresh_secret(now, self.refresh_ttl, &key)?;
         let exchange = RefreshExchange {
             token_id,
-            digest,
+            digest: presented.digest,
+            family: presented.family,
+            next_family: family::family_digest(&key),
             now,
             access,
             refresh,
@@ -616,11 +635,14 @@ mod tests {
     async fn ten_thousand_refreshes_keep_a_bounded_number_of_records() {
         let store = MemoryStore::new();
         let tokens = RefreshTokens::new(store.clone());
-        let mut pair = tokens.issue_pair(NewPair::new(1u64)).await.unwrap();
+        let first = tokens.issue_pair(NewPair::new(1u64)).await.unwrap();
+        let mut pair = first.clone();
         for _ in 0..10_000 {
             pair = tokens.exchange(&bearer(&pair.refresh)).await.unwrap();
         }
         assert_eq!(store.len(), 2, "one access and one refresh token");
-        assert_eq!(store.records_of(&1u64.into()), 2 + DEFAULT_KEEP_ROTATED);
+        assert_eq!(store.records_of(&1u64.into()), 2, "nothing per exchange is remembered");
+        let err = tokens.exchange(&bearer(&first.refresh)).await.unwrap_err();
+        assert!(matches!(err, RefreshError::Reused { revoked: 2, .. }), "10,000 exchanges later: {err:?}");
     }
 }

@@ -173,6 +173,10 @@ pub struct NewSession {
     pub access: Option<NewSecret>,
     /// The refresh token, if the session has one.
     pub refresh: Option<NewSecret>,
+    /// The digest of the session's refresh family key, which every refresh token of the session carries
+    /// (see [`RefreshExchange::decide`]). Set whenever `refresh` is; a store keeps it with the session
+    /// for as long as the session lives.
+    pub family: Option<TokenDigest>,
     /// How many sessions the user may hold, counting this one.
     pub limit: SessionLimit,
 }
@@ -310,8 +314,10 @@ pub enum OnReuse {
     RevokeAllSessions,
 }
 
-/// A refresh token a session has already exchanged, kept so that presenting it again is recognised as
-/// reuse rather than as an unknown token.
+/// A refresh token a session exchanged less than the [reuse
+/// interval](crate::refresh::RefreshTokens::reuse_interval) ago, kept so that a client retrying after a
+/// lost response may exchange it again. Only needed with a non-zero reuse interval: reuse detection
+/// itself needs no list (see [`RefreshExchange::decide`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RotatedRefresh {
     /// The digest of its secret.
@@ -320,11 +326,11 @@ pub struct RotatedRefresh {
     pub rotated_at: SystemTime,
 }
 
-/// The default of [`RefreshExchange::keep_rotated`]: how many exchanged refresh tokens a session
-/// remembers.
+/// The default of [`RefreshExchange::keep_rotated`]: how many refresh tokens exchanged within the reuse
+/// interval a session remembers for retries.
 pub const DEFAULT_KEEP_ROTATED: usize = 8;
 
-/// The most exchanged refresh tokens a session remembers, whatever
+/// The most exchanged refresh tokens a session remembers for retries within the reuse interval, whatever
 /// [`RefreshTokens::keep_rotated`](crate::refresh::RefreshTokens::keep_rotated) asks (each is about 95
 /// bytes of the refresh row's `abilities` column on SQL, which MySQL's `TEXT` caps at 64 KiB).
 pub const MAX_KEEP_ROTATED: usize = 128;
@@ -336,10 +342,11 @@ pub const MAX_KEEP_ROTATED: usize = 128;
 /// same ones) and applies the outcome atomically:
 ///
 /// - [`ExchangeDecision::Rotate`]: the session's refresh token now has `refresh`'s digest and expiry
-///   (and keeps its `created_at`, the session's start); its access token has `access`'s, issued at
-///   `now` (replaced in place, or created if it was pruned); the replaced refresh digest joins the
-///   session's rotated tokens ([`rotated_after`](Self::rotated_after)); any other access token of the
-///   session is revoked. The session keeps its id, name, abilities and creation time.
+///   (and keeps its `created_at`, the session's start) and the session's family digest is
+///   [`next_family`](Self::next_family); its access token has `access`'s, issued at `now` (replaced in
+///   place, or created if it was pruned); the session's retry list becomes
+///   [`rotated_after`](Self::rotated_after) (empty unless there is a reuse interval); any other access
+///   token of the session is revoked. The session keeps its id, name, abilities and creation time.
 /// - [`ExchangeDecision::Reuse`]: the session is revoked (or, with [`OnReuse::RevokeAllSessions`],
 ///   every session of its user).
 /// - [`ExchangeDecision::Invalid`]: nothing changes.
@@ -347,8 +354,14 @@ pub const MAX_KEEP_ROTATED: usize = 128;
 pub struct RefreshExchange {
     /// The id of the presented refresh token.
     pub token_id: TokenId,
-    /// The digest of the presented secret.
+    /// The digest of the presented secret, as a store keeps it for the current refresh token.
     pub digest: TokenDigest,
+    /// The digest of the family key the presented secret carries (`None`: a refresh token issued before
+    /// family keys, or garbage).
+    pub family: Option<TokenDigest>,
+    /// The family digest the session has after a [`Rotate`](ExchangeDecision::Rotate): the presented
+    /// one, or a new one when a refresh token from before family keys is exchanged.
+    pub next_family: TokenDigest,
     /// The time of the exchange.
     pub now: SystemTime,
     /// The new access token.
@@ -357,7 +370,7 @@ pub struct RefreshExchange {
     pub refresh: NewSecret,
     /// How long after its exchange a refresh token may still be exchanged (default zero: never).
     pub reuse_interval: Duration,
-    /// How many exchanged refresh tokens a session remembers for reuse detection (the newest ones).
+    /// How many refresh tokens exchanged within the reuse interval a session remembers for retries.
     pub keep_rotated: usize,
     /// What reuse revokes.
     pub on_reuse: OnReuse,
@@ -375,25 +388,38 @@ pub enum ExchangeDecision {
 }
 
 impl RefreshExchange {
-    /// The rules, given the stored record of the presented token id (`None` if there is none) and the
-    /// refresh tokens its session already exchanged (`rotated`, any order):
+    /// The rules, given the stored record of the presented token id (`None` if there is none), the
+    /// session's family digest (`family`, `None` for a session from before family keys) and the refresh
+    /// tokens it exchanged within the reuse interval (`rotated`, any order):
     ///
     /// - not a refresh token, or unknown: [`Invalid`](ExchangeDecision::Invalid);
     /// - the presented secret is the current one: [`Rotate`](ExchangeDecision::Rotate), unless the token
     ///   has expired ([`Invalid`](ExchangeDecision::Invalid));
-    /// - it is one of `rotated`: [`Rotate`](ExchangeDecision::Rotate) if it was exchanged less than
-    ///   [`reuse_interval`](Self::reuse_interval) ago and the session's refresh token has not expired
-    ///   (a client retrying after a lost response), otherwise [`Reuse`](ExchangeDecision::Reuse);
-    /// - anything else (a wrong secret): [`Invalid`](ExchangeDecision::Invalid), so guessing revokes
-    ///   nothing.
+    /// - it is one of `rotated`, exchanged less than [`reuse_interval`](Self::reuse_interval) ago, and
+    ///   the session's refresh token has not expired: [`Rotate`](ExchangeDecision::Rotate) (a client
+    ///   retrying after a lost response);
+    /// - it carries the session's family key: [`Reuse`](ExchangeDecision::Reuse). Only a holder of one of
+    ///   the session's refresh tokens knows that key, and every such token but the current one has been
+    ///   exchanged, however long ago and however many exchanges since;
+    /// - anything else (a wrong secret, another session's key): [`Invalid`](ExchangeDecision::Invalid),
+    ///   so guessing or forging revokes nothing.
     ///
     /// Digests are compared in constant time, all of them, whichever matches.
-    pub fn decide(&self, current: Option<&TokenRecord>, rotated: &[RotatedRefresh]) -> ExchangeDecision {
+    pub fn decide(
+        &self,
+        current: Option<&TokenRecord>,
+        family: Option<&TokenDigest>,
+        rotated: &[RotatedRefresh],
+    ) -> ExchangeDecision {
         let Some(current) = current.filter(|record| record.kind == TokenKind::Refresh) else {
             return ExchangeDecision::Invalid;
         };
         let expired = current.is_expired(self.now, None);
         let is_current = current.digest.ct_eq(&self.digest);
+        let same_family = match (family, self.family.as_ref()) {
+            (Some(stored), Some(presented)) => stored.ct_eq(presented),
+            _ => false,
+        };
         let mut matched: Option<&RotatedRefresh> = None;
         for tripwire in rotated {
             if tripwire.digest.ct_eq(&self.digest) && matched.is_none() {
@@ -406,6 +432,7 @@ impl RefreshExchange {
         match matched {
             Some(tripwire) if !expired && self.within_reuse_interval(tripwire.rotated_at) => ExchangeDecision::Rotate,
             Some(_) => ExchangeDecision::Reuse,
+            None if same_family => ExchangeDecision::Reuse,
             None => ExchangeDecision::Invalid,
         }
     }
@@ -415,13 +442,16 @@ impl RefreshExchange {
             && rotated_at.checked_add(self.reuse_interval).is_some_and(|until| self.now < until)
     }
 
-    /// The session's rotated refresh tokens after a [`Rotate`](ExchangeDecision::Rotate) that replaced
-    /// the refresh token whose digest is `replaced`: `rotated` plus that one, exchanged at
-    /// [`now`](Self::now), keeping only the newest [`keep_rotated`](Self::keep_rotated), oldest first.
+    /// The session's retry list after a [`Rotate`](ExchangeDecision::Rotate) that replaced the refresh
+    /// token whose digest is `replaced`: `rotated` plus that one, exchanged at [`now`](Self::now), keeping
+    /// only those exchanged less than the reuse interval ago, at most [`keep_rotated`](Self::keep_rotated)
+    /// (the newest), oldest first. Empty without a reuse interval, so by default a session stores no
+    /// exchanged token at all.
     pub fn rotated_after(&self, rotated: &[RotatedRefresh], replaced: TokenDigest) -> Vec<RotatedRefresh> {
         let mut list: Vec<RotatedRefresh> = rotated.to_vec();
-        list.sort_by_key(|tripwire| tripwire.rotated_at);
         list.push(RotatedRefresh { digest: replaced, rotated_at: self.now });
+        list.retain(|tripwire| self.within_reuse_interval(tripwire.rotated_at));
+        list.sort_by_key(|tripwire| tripwire.rotated_at);
         let excess = list.len().saturating_sub(self.keep_rotated);
         list.drain(..excess);
         list
@@ -491,6 +521,8 @@ mod tests {
         RefreshExchange {
             token_id: 1,
             digest: TokenDigest::of(presented),
+            family: None,
+            next_family: TokenDigest::of(b"family"),
             now,
             access: secret,
             refresh: secret,
@@ -503,16 +535,25 @@ mod tests {
     #[test]
     fn the_current_secret_rotates_unless_expired() {
         let current = refresh_record(b"current", Some(at(100)));
-        assert_eq!(exchange(b"current", at(10), Duration::ZERO).decide(Some(&current), &[]), ExchangeDecision::Rotate);
         assert_eq!(
-            exchange(b"current", at(100), Duration::ZERO).decide(Some(&current), &[]),
+            exchange(b"current", at(10), Duration::ZERO).decide(Some(&current), None, &[]),
+            ExchangeDecision::Rotate
+        );
+        assert_eq!(
+            exchange(b"current", at(100), Duration::ZERO).decide(Some(&current), None, &[]),
             ExchangeDecision::Invalid
         );
-        assert_eq!(exchange(b"wrong", at(10), Duration::ZERO).decide(Some(&current), &[]), ExchangeDecision::Invalid);
-        assert_eq!(exchange(b"current", at(10), Duration::ZERO).decide(None, &[]), ExchangeDecision::Invalid);
+        assert_eq!(
+            exchange(b"wrong", at(10), Duration::ZERO).decide(Some(&current), None, &[]),
+            ExchangeDecision::Invalid
+        );
+        assert_eq!(exchange(b"current", at(10), Duration::ZERO).decide(None, None, &[]), ExchangeDecision::Invalid);
         let mut access = current.clone();
         access.kind = TokenKind::Access;
-        assert_eq!(exchange(b"current", at(10), Duration::ZERO).decide(Some(&access), &[]), ExchangeDecision::Invalid);
+        assert_eq!(
+            exchange(b"current", at(10), Duration::ZERO).decide(Some(&access), None, &[]),
+            ExchangeDecision::Invalid
+        );
     }
 
     #[test]
@@ -520,21 +561,46 @@ mod tests {
         let current = refresh_record(b"current", None);
         let rotated = [RotatedRefresh { digest: TokenDigest::of(b"old"), rotated_at: at(10) }];
         assert_eq!(
-            exchange(b"old", at(11), Duration::ZERO).decide(Some(&current), &rotated),
+            exchange(b"old", at(11), Duration::ZERO).decide(Some(&current), None, &rotated),
             ExchangeDecision::Reuse,
             "strict by default"
         );
         let interval = Duration::from_secs(5);
-        assert_eq!(exchange(b"old", at(14), interval).decide(Some(&current), &rotated), ExchangeDecision::Rotate);
-        assert_eq!(exchange(b"old", at(15), interval).decide(Some(&current), &rotated), ExchangeDecision::Reuse);
+        assert_eq!(exchange(b"old", at(14), interval).decide(Some(&current), None, &rotated), ExchangeDecision::Rotate);
+        assert_eq!(exchange(b"old", at(15), interval).decide(Some(&current), None, &rotated), ExchangeDecision::Reuse);
     }
 
     #[test]
-    fn only_the_newest_rotated_tokens_are_kept() {
+    fn any_exchanged_token_of_the_family_is_reuse_and_other_families_revoke_nothing() {
+        let current = refresh_record(b"current", None);
+        let family = TokenDigest::of(b"family");
+        let mut thief = exchange(b"exchanged long ago", at(10), Duration::ZERO);
+        thief.family = Some(family);
+        assert_eq!(thief.decide(Some(&current), Some(&family), &[]), ExchangeDecision::Reuse);
+        thief.family = Some(TokenDigest::of(b"another family"));
+        assert_eq!(thief.decide(Some(&current), Some(&family), &[]), ExchangeDecision::Invalid, "a forgery");
+        thief.family = None;
+        assert_eq!(thief.decide(Some(&current), Some(&family), &[]), ExchangeDecision::Invalid, "no key");
+        thief.family = Some(family);
+        assert_eq!(thief.decide(Some(&current), None, &[]), ExchangeDecision::Invalid, "a session without a family");
+        let mut access = current.clone();
+        access.kind = TokenKind::Access;
+        assert_eq!(thief.decide(Some(&access), Some(&family), &[]), ExchangeDecision::Invalid);
+    }
+
+    #[test]
+    fn without_a_reuse_interval_nothing_is_remembered() {
         let e = exchange(b"x", at(30), Duration::ZERO);
+        assert!(e.rotated_after(&[], TokenDigest::of(b"c")).is_empty());
+    }
+
+    #[test]
+    fn only_the_newest_rotated_tokens_within_the_interval_are_kept() {
+        let e = exchange(b"x", at(30), Duration::from_secs(15));
         let list = [
             RotatedRefresh { digest: TokenDigest::of(b"b"), rotated_at: at(20) },
-            RotatedRefresh { digest: TokenDigest::of(b"a"), rotated_at: at(10) },
+            RotatedRefresh { digest: TokenDigest::of(b"a"), rotated_at: at(17) },
+            RotatedRefresh { digest: TokenDigest::of(b"expired"), rotated_at: at(10) },
         ];
         let after = e.rotated_after(&list, TokenDigest::of(b"c"));
         assert_eq!(after.len(), 2);

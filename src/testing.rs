@@ -332,6 +332,10 @@ where
     bad_presentations_revoke_nothing(make()).await;
     the_reuse_interval_lets_a_retry_through(make()).await;
     rotated_tokens_are_bounded(make(), 50).await;
+    for chain in [1, 8, 40, 300] {
+        a_thief_chain_cannot_outrun_reuse_detection(make(), chain).await;
+    }
+    forged_refresh_tokens_revoke_nothing(make()).await;
     the_session_limit_revokes_the_oldest_or_refuses(make()).await;
     prune_removes_expired_tokens_only(make()).await;
     concurrent_logins_and_logouts_leave_no_unindexed_token(make()).await;
@@ -583,26 +587,92 @@ async fn the_reuse_interval_lets_a_retry_through<St: TokenStore + Clone>(store: 
     assert!(matches!(strict.exchange(&bearer(&first.refresh)).await, Err(RefreshError::Reused { .. })));
 }
 
-/// `refreshes` exchanges of one session; then only the newest `keep_rotated` exchanged tokens are
-/// recognised, older ones read as unknown, and the user still has one session.
+/// `refreshes` exchanges of one session leave one session, and every refresh token it ever exchanged,
+/// the first included, is still recognised as reuse: nothing is forgotten, however many exchanges.
 pub async fn rotated_tokens_are_bounded<St: TokenStore + Clone>(store: St, refreshes: usize) {
-    let keep = 3;
     let user = fresh_user();
-    let tokens = RefreshTokens::new(store.clone()).keep_rotated(keep);
-    let mut history = vec![tokens.issue_pair(NewPair::new(user.clone())).await.unwrap()];
+    let tokens = RefreshTokens::new(store.clone()).keep_rotated(3);
+    let first = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
+    let mut last = first.clone();
     for _ in 0..refreshes {
-        let next = tokens.exchange(&bearer(&history.last().unwrap().refresh)).await.unwrap();
-        history.push(next);
+        last = tokens.exchange(&bearer(&last.refresh)).await.unwrap();
     }
     assert_eq!(store.list_sessions(&user).await.unwrap().len(), 1, "{refreshes} refreshes are still one session");
-    let forgotten = &history[history.len() - 2 - keep];
     assert!(
-        matches!(tokens.exchange(&bearer(&forgotten.refresh)).await, Err(RefreshError::Invalid)),
-        "a refresh token exchanged more than keep_rotated times ago is forgotten"
+        matches!(tokens.exchange(&bearer(&first.refresh)).await, Err(RefreshError::Reused { .. })),
+        "the first refresh token of a session is reuse after {refreshes} exchanges"
     );
-    let remembered = &history[history.len() - 1 - keep];
-    assert!(matches!(tokens.exchange(&bearer(&remembered.refresh)).await, Err(RefreshError::Reused { .. })));
-    assert!(store.list_sessions(&user).await.unwrap().is_empty());
+    assert!(!pair_works(&store, &last).await && store.list_sessions(&user).await.unwrap().is_empty());
+}
+
+/// The thief-chain attack: a thief holding a copy of a device's refresh token exchanges it, then its
+/// own tokens `chain - 1` more times at once; the device then presents the token it holds. That must
+/// be detected as reuse (whatever `chain` is), revoke the session, and leave no token of the thief's
+/// chain working, while the user's other device keeps working.
+pub async fn a_thief_chain_cannot_outrun_reuse_detection<St: TokenStore + Clone>(store: St, chain: usize) {
+    let user = fresh_user();
+    let tokens = RefreshTokens::new(store.clone());
+    let victim = tokens.issue_pair(NewPair::new(user.clone()).name("victim")).await.unwrap();
+    let other = tokens.issue_pair(NewPair::new(user.clone()).name("other device")).await.unwrap();
+    let mut stolen = vec![tokens.exchange(&bearer(&victim.refresh)).await.unwrap()];
+    for _ in 1..chain {
+        let next = tokens.exchange(&bearer(&stolen.last().unwrap().refresh)).await.unwrap();
+        stolen.push(next);
+    }
+    let outcome = tokens.exchange(&bearer(&victim.refresh)).await;
+    assert!(
+        matches!(outcome, Err(RefreshError::Reused { .. })),
+        "after a thief chain of {chain} exchanges the victim's token must be reuse, got {outcome:?}"
+    );
+    for pair in &stolen {
+        assert!(!pair_works(&store, pair).await, "a token of the thief's chain of {chain} still works");
+    }
+    let thief = tokens.exchange(&bearer(&stolen.last().unwrap().refresh)).await;
+    assert!(thief.is_err(), "the thief's newest refresh token still exchanges after a chain of {chain}");
+    assert!(works(&store, &other.access).await && works(&store, &other.refresh).await, "the other device");
+    store.revoke_all_for_user(&user).await.unwrap();
+}
+
+/// Forged secrets for real ids revoke nothing and answer invalid: a random secret of the refresh
+/// token's own shape (a family key nobody issued), a bare secret, another session's family key (a
+/// user presenting their own phone's key with the laptop's id), and forged or real secrets sent with an
+/// access token's id.
+pub async fn forged_refresh_tokens_revoke_nothing<St: TokenStore + Clone>(store: St) {
+    let user = fresh_user();
+    let tokens = RefreshTokens::new(store.clone());
+    let laptop = tokens.issue_pair(NewPair::new(user.clone()).name("laptop")).await.unwrap();
+    let phone = tokens.issue_pair(NewPair::new(user.clone()).name("phone")).await.unwrap();
+    // Exchanged once, so a token of its family that is not the current one would be reuse.
+    let laptop = tokens.exchange(&bearer(&laptop.refresh)).await.unwrap();
+    let header = |id: TokenId, secret: &str| {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {id}|{secret}")).unwrap());
+        headers
+    };
+    let shaped = |key: &str| format!("{}.{key}", crate::token::generate_secret("").unwrap().as_str());
+    let random_key = crate::family::new_family_key().unwrap();
+    let phone_secret = phone.refresh.plain_text.expose().split_once('|').unwrap().1.to_owned();
+    let phone_key = crate::family::family_key(phone_secret.as_bytes()).expect("issued refresh tokens carry a key");
+    let refresh_id = laptop.refresh.record.id;
+    let access_id = laptop.access.record.id;
+    let forgeries = [
+        ("a random key in the refresh token's shape", header(refresh_id, &shaped(&random_key))),
+        ("a bare secret", header(refresh_id, crate::token::generate_secret("").unwrap().as_str())),
+        ("another session's family key", header(refresh_id, &shaped(phone_key))),
+        ("another session's whole secret", header(refresh_id, &phone_secret)),
+        ("an access id with a shaped secret", header(access_id, &shaped(&random_key))),
+        ("an access id with another session's key", header(access_id, &shaped(phone_key))),
+        ("an access token presented as a refresh token", bearer(&laptop.access)),
+    ];
+    for (what, forged) in &forgeries {
+        let outcome = tokens.exchange(forged).await;
+        assert!(matches!(outcome, Err(RefreshError::Invalid)), "{what}: must be invalid, got {outcome:?}");
+        for pair in [&laptop, &phone] {
+            assert!(works(&store, &pair.access).await && works(&store, &pair.refresh).await, "{what} revoked a token");
+        }
+    }
+    assert_eq!(store.list_sessions(&user).await.unwrap().len(), 2, "forgeries revoke no session");
+    store.revoke_all_for_user(&user).await.unwrap();
 }
 
 async fn the_session_limit_revokes_the_oldest_or_refuses<St: TokenStore + Clone>(store: St) {

@@ -485,6 +485,16 @@ impl TokenDigest {
         Self(Sha256::digest(secret).into())
     }
 
+    /// SHA-256 of `domain` followed by `data`: a digest that [`of`](Self::of) can never reproduce for
+    /// a secret sent as is (refresh tokens are stored this way, so they never authenticate as Sanctum
+    /// tokens).
+    pub fn of_parts(domain: &[u8], data: &[u8]) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(domain);
+        hasher.update(data);
+        Self(hasher.finalize().into())
+    }
+
     /// Wraps raw digest bytes.
     pub const fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
@@ -845,7 +855,11 @@ impl NewToken {
     }
 
     /// The session this token is stored as, its secret's digest given.
-    pub(crate) fn into_session(self, digest: TokenDigest) -> Result<NewSession, InvalidToken> {
+    pub(crate) fn into_session(
+        self,
+        digest: TokenDigest,
+        family: Option<TokenDigest>,
+    ) -> Result<NewSession, InvalidToken> {
         if let Some(reserved) = self.abilities.reserved() {
             return Err(InvalidToken::ReservedAbility(reserved.to_owned()));
         }
@@ -862,6 +876,7 @@ impl NewToken {
             created_at,
             access,
             refresh,
+            family,
             limit: self.limit,
         })
     }
@@ -1006,7 +1021,7 @@ mod tests {
     fn expiry_uses_the_sooner_of_expires_at_and_max_age() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let session = NewToken::access(1u64).issued_at(t0).expires_in(Duration::from_secs(100));
-        let session = session.into_session(TokenDigest::of(b"x")).unwrap();
+        let session = session.into_session(TokenDigest::of(b"x"), None).unwrap();
         let record = TokenRecord {
             digest: TokenDigest::of(b"x"),
             id: 1,

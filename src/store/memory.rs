@@ -82,7 +82,9 @@ const REFRESH_BIT: u64 = 1 << 63;
 struct Details {
     name: TokenName,
     abilities: Abilities,
-    /// Oldest first, at most `keep_rotated` of the last exchange.
+    /// The digest of the session's refresh family key (sessions with a refresh token).
+    family: Option<TokenDigest>,
+    /// Exchanged within the reuse interval: oldest first, at most `keep_rotated` (empty without one).
     rotated: Vec<RotatedRefresh>,
 }
 
@@ -163,6 +165,10 @@ impl Slot {
         self.details.as_ref().map_or(&[], |d| &d.rotated)
     }
 
+    fn family(&self) -> Option<TokenDigest> {
+        self.details.as_ref().and_then(|d| d.family)
+    }
+
     #[inline]
     fn record(&self, id: TokenId) -> TokenRecord {
         let (name, abilities) = match &self.details {
@@ -184,11 +190,15 @@ impl Slot {
     }
 }
 
-/// The details a session needs, or `None` when it is the common unnamed `["*"]` one with nothing
-/// rotated.
-fn details(name: &TokenName, abilities: &Abilities, rotated: Vec<RotatedRefresh>) -> Option<Arc<Details>> {
-    let plain = name.is_empty() && *abilities == Abilities::all() && rotated.is_empty();
-    (!plain).then(|| Arc::new(Details { name: name.clone(), abilities: abilities.clone(), rotated }))
+/// The details a session needs, or `None` when it is the common unnamed `["*"]` access token.
+fn details(
+    name: &TokenName,
+    abilities: &Abilities,
+    family: Option<TokenDigest>,
+    rotated: Vec<RotatedRefresh>,
+) -> Option<Arc<Details>> {
+    let plain = name.is_empty() && *abilities == Abilities::all() && family.is_none() && rotated.is_empty();
+    (!plain).then(|| Arc::new(Details { name: name.clone(), abilities: abilities.clone(), family, rotated }))
 }
 
 /// The ids of one user's tokens. Most users hold one or two: those stay inline in the index, which
@@ -434,7 +444,7 @@ impl MemoryStore {
         let refresh_id = new.refresh.map(|_| self.allocate_id());
         let access_id = new.access.map(|_| self.allocate_id());
         let session_id = SessionId::new(refresh_id.or(access_id).expect("checked above"));
-        let shared_details = details(&new.name, &new.abilities, Vec::new());
+        let shared_details = details(&new.name, &new.abilities, new.family, Vec::new());
         for (id, kind, secret) in
             [(refresh_id, TokenKind::Refresh, new.refresh), (access_id, TokenKind::Access, new.access)]
         {
@@ -470,14 +480,14 @@ impl MemoryStore {
             .shared
             .tokens
             .get(&exchange.token_id)
-            .map(|slot| (slot.record(exchange.token_id), slot.rotated().to_vec()))
+            .map(|slot| (slot.record(exchange.token_id), slot.family(), slot.rotated().to_vec()))
         else {
             return ExchangeOutcome::Invalid;
         };
-        let (current, rotated) = current;
+        let (current, family, rotated) = current;
         let session = current.session_id;
         let of_session = |id: TokenId| self.shared.tokens.get(&id).is_some_and(|slot| slot.session() == session);
-        match exchange.decide(Some(&current), &rotated) {
+        match exchange.decide(Some(&current), family.as_ref(), &rotated) {
             ExchangeDecision::Invalid => ExchangeOutcome::Invalid,
             ExchangeDecision::Reuse => {
                 let taken = match exchange.on_reuse {
@@ -502,8 +512,8 @@ impl MemoryStore {
                             .is_some_and(|s| s.session() == session && s.kind() == TokenKind::Access)
                 });
                 let access_id = old_access.first().copied().unwrap_or_else(|| self.allocate_id());
-                let new_details =
-                    details(&current.name, &current.abilities, exchange.rotated_after(&rotated, current.digest));
+                let rotated = exchange.rotated_after(&rotated, current.digest);
+                let new_details = details(&current.name, &current.abilities, Some(exchange.next_family), rotated);
                 // The refresh token keeps its id and the session's creation time.
                 let refresh = Slot::new(
                     owner.clone(),

@@ -256,7 +256,7 @@ impl From<InvalidToken> for StoreError {
 ///     ExchangeDecision, ExchangeOutcome, ExchangedSession, NewSession, RefreshExchange, RotatedRefresh, SessionId,
 ///     SessionSummary, SessionTokens, Sessions,
 /// };
-/// use tower_token_auth::{StoreError, StoreFuture, TokenId, TokenKind, TokenRecord, TokenStore, UserId};
+/// use tower_token_auth::{StoreError, StoreFuture, TokenDigest, TokenId, TokenKind, TokenRecord, TokenStore, UserId};
 ///
 /// #[derive(Clone, Default)]
 /// struct MyStore(Arc<Mutex<State>>);
@@ -265,7 +265,8 @@ impl From<InvalidToken> for StoreError {
 /// struct State {
 ///     next_id: TokenId,
 ///     tokens: HashMap<TokenId, TokenRecord>,
-///     rotated: HashMap<SessionId, Vec<RotatedRefresh>>,
+///     /// Per session with a refresh token: its family digest and retry list.
+///     families: HashMap<SessionId, (Option<TokenDigest>, Vec<RotatedRefresh>)>,
 /// }
 ///
 /// impl State {
@@ -278,7 +279,7 @@ impl From<InvalidToken> for StoreError {
 ///         let ids = self.session_ids(user, which);
 ///         for id in &ids {
 ///             if let Some(t) = self.tokens.remove(id) {
-///                 self.rotated.remove(&t.session_id);
+///                 self.families.remove(&t.session_id);
 ///             }
 ///         }
 ///         ids.len() as u64
@@ -307,18 +308,22 @@ impl From<InvalidToken> for StoreError {
 ///             state.tokens.insert(id, record);
 ///             ids[slot] = Some(id);
 ///         }
+///         if new.refresh.is_some() {
+///             state.families.insert(session_id, (new.family, Vec::new()));
+///         }
 ///         StoreFuture::ready(Ok(SessionTokens { session_id, access: ids[0], refresh: ids[1] }))
 ///     }
 ///
 ///     fn exchange_refresh(&self, exchange: RefreshExchange) -> StoreFuture<ExchangeOutcome> {
 ///         let mut state = self.0.lock().unwrap();
 ///         let current = state.tokens.get(&exchange.token_id).cloned();
-///         let rotated = current.as_ref().and_then(|t| state.rotated.get(&t.session_id)).cloned().unwrap_or_default();
-///         let outcome = match (exchange.decide(current.as_ref(), &rotated), current) {
+///         let (family, rotated) =
+///             current.as_ref().and_then(|t| state.families.get(&t.session_id)).cloned().unwrap_or_default();
+///         let outcome = match (exchange.decide(current.as_ref(), family.as_ref(), &rotated), current) {
 ///             (ExchangeDecision::Rotate, Some(refresh)) => {
 ///                 let session = refresh.session_id;
 ///                 let list = exchange.rotated_after(&rotated, refresh.digest);
-///                 state.rotated.insert(session, list);
+///                 state.families.insert(session, (Some(exchange.next_family), list));
 ///                 // Replace the session's tokens: the refresh token keeps its id, the access token is new.
 ///                 state.tokens.retain(|_, t| t.session_id != session || t.kind == TokenKind::Refresh);
 ///                 let mut new_refresh = refresh.clone();
@@ -544,9 +549,15 @@ pub trait TokenStoreExt: TokenStore {
 impl<T: TokenStore + ?Sized> TokenStoreExt for T {}
 
 fn prepare(token: NewToken) -> Result<(zeroize::Zeroizing<String>, NewSession), StoreError> {
+    if token.kind == TokenKind::Refresh {
+        let key = crate::family::new_family_key().map_err(StoreError::random)?;
+        let (secret, digest) = crate::family::new_refresh_secret(&token.prefix, &key).map_err(StoreError::random)?;
+        let family = crate::family::family_digest(&key);
+        return Ok((secret, token.into_session(digest, Some(family))?));
+    }
     let secret = crate::token::generate_secret(&token.prefix).map_err(StoreError::random)?;
     let digest = TokenDigest::of(secret.as_bytes());
-    Ok((secret, token.into_session(digest)?))
+    Ok((secret, token.into_session(digest, None)?))
 }
 
 #[cfg(test)]

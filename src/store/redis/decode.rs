@@ -18,6 +18,8 @@ pub(super) mod field {
     pub(crate) const CREATED: &str = "c";
     pub(crate) const VERSION: &str = "v";
     pub(crate) const ROTATED: &str = "rot";
+    /// The digest of the session's refresh family key (64 hex digits).
+    pub(crate) const FAMILY: &str = "fam";
 
     /// The four fields of one token: digest, expiry, creation, last use.
     pub(crate) const fn token(kind: crate::token::TokenKind) -> [&'static str; 4] {
@@ -118,6 +120,14 @@ impl Reader<'_> {
         hex32(self.bytes(field, value)?)
             .map(TokenDigest::from_bytes)
             .ok_or_else(|| self.corrupt(field, "is not 64 hex digits"))
+    }
+
+    pub(super) fn optional_digest(
+        &self,
+        field: &str,
+        value: &Option<Vec<u8>>,
+    ) -> Result<Option<TokenDigest>, StoreError> {
+        value.as_ref().map(|_| self.digest(field, value)).transpose()
     }
 
     pub(super) fn id(&self, field: &str, value: &Option<Vec<u8>>) -> Result<u64, StoreError> {

@@ -513,6 +513,9 @@ impl Ops {
         if let Some(secret) = &new.refresh {
             token_fields(&mut args, TokenKind::Refresh, secret, created_ms);
         }
+        if let Some(family) = &new.family {
+            args.extend([field::FAMILY.into(), family.to_hex().into_bytes()]);
+        }
         let mut invocation = scripts::COMMIT_INSERT.prepare_invoke();
         invocation.key(session_key).key(&user.by_creation).key(&user.by_deadline);
         for key in &evicted {
@@ -556,10 +559,11 @@ impl Ops {
             rc,
             rl,
             field::ROTATED,
+            field::FAMILY,
         ]);
         for _ in 0..MAX_ATTEMPTS {
-            let values: [Option<Vec<u8>>; 11] = decode::fields(self.query(&read).await?, &what)?;
-            let [u, n, ab, sid, c, v, d, e, tc, tl, rot] = &values;
+            let values: [Option<Vec<u8>>; 12] = decode::fields(self.query(&read).await?, &what)?;
+            let [u, n, ab, sid, c, v, d, e, tc, tl, rot, fam] = &values;
             if d.is_none() {
                 return Ok(ExchangeOutcome::Invalid);
             }
@@ -579,11 +583,12 @@ impl Ops {
             let version = r.text(field::VERSION, v)?.to_owned();
             let created = r.text(field::CREATED, c)?.to_owned();
             let rotated = r.rotated(field::ROTATED, rot)?;
+            let family = r.optional_digest(field::FAMILY, fam)?;
             let user = self.user_keys(&current.user_id);
             if user.bucket != slot.bucket {
                 return Err(StoreError::corrupt(format!("{}: the user is not of this bucket", what())));
             }
-            match exchange.decide(Some(&current), &rotated) {
+            match exchange.decide(Some(&current), family.as_ref(), &rotated) {
                 ExchangeDecision::Invalid => return Ok(ExchangeOutcome::Invalid),
                 ExchangeDecision::Rotate => {
                     let list = exchange.rotated_after(&rotated, current.digest);
@@ -641,7 +646,12 @@ impl Ops {
         let mut set: Vec<Vec<u8>> = Vec::with_capacity(14);
         token_fields(&mut set, TokenKind::Access, &exchange.access, now_ms);
         token_fields(&mut set, TokenKind::Refresh, &exchange.refresh, now_ms);
-        set.extend([field::ROTATED.into(), decode::encode_rotated(rotated).into_bytes()]);
+        set.extend([field::FAMILY.into(), exchange.next_family.to_hex().into_bytes()]);
+        if rotated.is_empty() {
+            delete.push(field::ROTATED);
+        } else {
+            set.extend([field::ROTATED.into(), decode::encode_rotated(rotated).into_bytes()]);
+        }
         let keys = Arc::clone(&self.keys);
         let key = keys.session(slot.bucket, slot.seq);
         let mut invocation = scripts::ROTATE.prepare_invoke();

@@ -705,6 +705,7 @@ mod tests {
             created_at: SystemTime::now(),
             access,
             refresh,
+            family: None,
             limit: SessionLimit::default(),
         };
         for reserved in ["issue-access-token", "rotated-refresh-token", "tta:session:1", "tta:grant:*"] {

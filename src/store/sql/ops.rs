@@ -129,7 +129,7 @@ pub(super) async fn insert(conn: &mut Conn<'_>, config: &Config, new: &NewSessio
     let name = new.name.as_str();
     let refresh = match new.refresh {
         Some(secret) => {
-            let abilities = rows::refresh_abilities(&new.abilities, &[])?;
+            let abilities = rows::refresh_abilities(&new.abilities, new.family.as_ref(), &[])?;
             let expires_at = secret.expires_at.map(|t| config.naive(t));
             let row = NewRow { name, digest: secret.digest, abilities: &abilities, expires_at, created_at };
             Some(insert_row(conn, config, &user, row).await?)
@@ -195,10 +195,10 @@ pub(super) async fn exchange(
     let Some(presented) = rows.iter().find(|row| row.id == exchange.token_id) else {
         return Ok(ExchangeOutcome::Invalid); // revoked between the two reads
     };
-    let Some(Token { record: current, rotated }) = presented.record(config.offset)? else {
+    let Some(Token { record: current, family, rotated }) = presented.record(config.offset)? else {
         return Ok(ExchangeOutcome::Invalid); // retired by an earlier version: never exchanges
     };
-    match exchange.decide(Some(&current), &rotated) {
+    match exchange.decide(Some(&current), family.as_ref(), &rotated) {
         ExchangeDecision::Invalid => Ok(ExchangeOutcome::Invalid),
         ExchangeDecision::Reuse => {
             let which = match exchange.on_reuse {
@@ -232,7 +232,7 @@ async fn rotate(
     let now = Param::Time(Some(config.naive(exchange.now)));
     let ty = Param::Text(&config.tokenable_type);
 
-    let refresh_abilities = rows::refresh_abilities(&current.abilities, &remembered)?;
+    let refresh_abilities = rows::refresh_abilities(&current.abilities, Some(&exchange.next_family), &remembered)?;
     let refresh_digest = exchange.refresh.digest.to_hex();
     let refresh_expires = Param::Time(exchange.refresh.expires_at.map(|t| config.naive(t)));
     let params =

@@ -21,6 +21,8 @@ pub(super) const GRANT: &str = "tta:grant:";
 pub(super) const GRANT_NONE: &str = "tta:grant-none";
 /// On a refresh row: an exchanged refresh token, `tta:rotated:<64 lowercase hex>:<unix ms>`.
 pub(super) const ROTATED: &str = "tta:rotated:";
+/// On a refresh row: the digest of the session's refresh family key, `tta:family:<64 lowercase hex>`.
+pub(super) const FAMILY: &str = "tta:family:";
 /// On an access row: the session (refresh row id) it belongs to, `tta:session:<id>`.
 pub(super) const SESSION: &str = "tta:session:";
 
@@ -81,10 +83,12 @@ impl Row {
             .as_deref()
             .and_then(TokenDigest::from_hex)
             .ok_or_else(|| corrupt("the token column is not 64 hex characters"))?;
-        let (kind, session, abilities, rotated) = match meaning(self.abilities.as_deref()).map_err(corrupt)? {
+        let (kind, session, abilities, family, rotated) = match meaning(self.abilities.as_deref()).map_err(corrupt)? {
             Meaning::Retired => return Ok(None),
-            Meaning::Access { session, abilities } => (TokenKind::Access, session.unwrap_or(id), abilities, Vec::new()),
-            Meaning::Refresh { grants, rotated } => (TokenKind::Refresh, id, grants, rotated),
+            Meaning::Access { session, abilities } => {
+                (TokenKind::Access, session.unwrap_or(id), abilities, None, Vec::new())
+            }
+            Meaning::Refresh { grants, family, rotated } => (TokenKind::Refresh, id, grants, family, rotated),
         };
         let time = |naive: NaiveDateTime| time::from_naive(naive, offset);
         let record = TokenRecord {
@@ -99,7 +103,7 @@ impl Row {
             name: self.name.as_deref().unwrap_or_default().into(),
             abilities,
         };
-        Ok(Some(Token { record, rotated }))
+        Ok(Some(Token { record, family, rotated }))
     }
 
     /// The session this row belongs to, and whether it is retired, read leniently: revoking must work on
@@ -133,6 +137,8 @@ fn lenient<T>(defect: &mut Option<String>, value: Result<Option<T>, sqlx::Error>
 #[derive(Clone, Debug)]
 pub(super) struct Token {
     pub(super) record: TokenRecord,
+    /// The session's refresh family digest (refresh rows written since family keys).
+    pub(super) family: Option<TokenDigest>,
     pub(super) rotated: Vec<RotatedRefresh>,
 }
 
@@ -144,8 +150,9 @@ pub(super) enum Meaning {
     Retired,
     /// An access token: its abilities (reserved entries removed) and the session it links to, if any.
     Access { session: Option<TokenId>, abilities: Abilities },
-    /// A refresh token (`"issue-access-token"` listed): what it grants, and the tokens it exchanged.
-    Refresh { grants: Abilities, rotated: Vec<RotatedRefresh> },
+    /// A refresh token (`"issue-access-token"` listed): what it grants, its family digest, and the
+    /// tokens it exchanged within the reuse interval.
+    Refresh { grants: Abilities, family: Option<TokenDigest>, rotated: Vec<RotatedRefresh> },
 }
 
 /// Decodes an `abilities` column (`None`: SQL `NULL`, no abilities). The JSON is parsed, never string
@@ -182,6 +189,7 @@ fn refresh_meaning(list: Vec<String>) -> Result<Meaning, &'static str> {
     let mut grants = Vec::new();
     let mut grants_none = false;
     let mut rotated = Vec::new();
+    let mut family = None;
     for ability in list {
         if ability == REFRESH_ABILITY {
             continue;
@@ -190,6 +198,11 @@ fn refresh_meaning(list: Vec<String>) -> Result<Meaning, &'static str> {
             grants.push(granted.to_owned());
         } else if ability == GRANT_NONE {
             grants_none = true;
+        } else if let Some(hex) = ability.strip_prefix(FAMILY) {
+            let digest = TokenDigest::from_hex(hex).ok_or("a refresh family entry is not 64 hex digits")?;
+            if family.replace(digest).is_some() {
+                return Err("a refresh token has two families");
+            }
         } else if let Some(entry) = ability.strip_prefix(ROTATED) {
             rotated.push(parse_rotated(entry).ok_or("an exchanged refresh token entry is malformed")?);
         } else if ability.starts_with(RESERVED_ABILITY_PREFIX) {
@@ -204,7 +217,7 @@ fn refresh_meaning(list: Vec<String>) -> Result<Meaning, &'static str> {
         (false, true) => Abilities::all(),
         (false, false) => Abilities::from_iter(grants),
     };
-    Ok(Meaning::Refresh { grants, rotated })
+    Ok(Meaning::Refresh { grants, family, rotated })
 }
 
 fn parse_rotated(entry: &str) -> Option<RotatedRefresh> {
@@ -225,14 +238,19 @@ fn to_json(list: &[String]) -> Result<String, StoreError> {
     serde_json::to_string(list).map_err(StoreError::corrupt)
 }
 
-/// The `abilities` of a refresh row: `"issue-access-token"`, what its exchanges grant, then the
-/// exchanged refresh tokens, oldest first.
-pub(super) fn refresh_abilities(grants: &Abilities, rotated: &[RotatedRefresh]) -> Result<String, StoreError> {
+/// The `abilities` of a refresh row: `"issue-access-token"`, what its exchanges grant, the session's
+/// family digest, then the refresh tokens exchanged within the reuse interval, oldest first.
+pub(super) fn refresh_abilities(
+    grants: &Abilities,
+    family: Option<&TokenDigest>,
+    rotated: &[RotatedRefresh],
+) -> Result<String, StoreError> {
     let mut list = vec![REFRESH_ABILITY.to_owned()];
     list.extend(grants.iter().map(|ability| format!("{GRANT}{ability}")));
     if list.len() == 1 {
         list.push(GRANT_NONE.to_owned());
     }
+    list.extend(family.map(|family| format!("{FAMILY}{}", family.to_hex())));
     list.extend(rotated.iter().map(|r| format!("{ROTATED}{}:{}", r.digest.to_hex(), unix_millis(r.rotated_at))));
     to_json(&list)
 }
@@ -264,7 +282,7 @@ mod tests {
         // A refresh token as Laravel apps write it grants everything.
         assert_eq!(
             meaning(Some(r#"["issue-access-token"]"#)),
-            Ok(Meaning::Refresh { grants: Abilities::all(), rotated: Vec::new() })
+            Ok(Meaning::Refresh { grants: Abilities::all(), family: None, rotated: Vec::new() })
         );
         assert_eq!(meaning(Some(r#"["issue-access-token","rotated-refresh-token"]"#)), Ok(Meaning::Retired));
         assert_eq!(meaning(Some(r#"["rotated-refresh-token"]"#)), Ok(Meaning::Retired));
@@ -293,12 +311,16 @@ mod tests {
             Abilities::none(),
             ["posts:read", "a:b:c", "", "*", "x"].into_iter().collect::<Abilities>(),
         ] {
-            let json = refresh_abilities(&grants, &rotated).unwrap();
+            let json = refresh_abilities(&grants, None, &rotated).unwrap();
             assert!(json.starts_with(r#"["issue-access-token","tta:grant"#), "{json}");
             let decoded = meaning(Some(&json)).unwrap();
-            assert_eq!(decoded, Meaning::Refresh { grants: grants.clone(), rotated: rotated.to_vec() }, "{json}");
+            assert_eq!(
+                decoded,
+                Meaning::Refresh { grants: grants.clone(), family: None, rotated: rotated.to_vec() },
+                "{json}"
+            );
         }
-        let json = refresh_abilities(&Abilities::all(), &rotated[1..]).unwrap();
+        let json = refresh_abilities(&Abilities::all(), None, &rotated[1..]).unwrap();
         assert_eq!(
             list(&json),
             [
@@ -308,7 +330,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            list(&refresh_abilities(&Abilities::none(), &[]).unwrap()),
+            list(&refresh_abilities(&Abilities::none(), None, &[]).unwrap()),
             ["issue-access-token", "tta:grant-none"]
         );
     }
