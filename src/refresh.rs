@@ -16,6 +16,35 @@
 //! - Refresh tokens are not accepted by [`TokenAuthLayer`](crate::TokenAuthLayer), and access tokens do
 //!   not refresh. Logging out revokes both kinds.
 //!
+//! # Reuse detection and its threat model
+//!
+//! A refresh token is `{id}|{secret}.{family key}`: a fresh Sanctum-style secret for every token, then a
+//! 43-character **family key** (about 256 bits from the OS CSPRNG) drawn once per login and carried by
+//! every refresh token the session issues. The store keeps SHA-256 of the secret under a domain tag
+//! (`tower-token-auth/refresh`), so the digest never matches Sanctum's `hash('sha256', $secret)` and a
+//! refresh token never authenticates as a bearer token anywhere, and SHA-256 of the family key. Nothing
+//! is stored per exchange.
+//!
+//! Presenting a secret that carries the session's family key but is not its current secret proves that
+//! the presenter holds one of the session's refresh tokens that has since been exchanged: that is reuse,
+//! however long ago and however many exchanges since. So a thief who exchanges a stolen token and then
+//! their own successors as fast as they can is still caught when the device presents the token it holds
+//! (the attack against the earlier design, which remembered the last 8 exchanged tokens, evaded it in
+//! every round). Presenting anything else, such as a made-up secret for a real (sequential) id or
+//! another session's key, is an ordinary invalid token and revokes nothing.
+//!
+//! - **A stolen refresh token** lets the thief exchange it once if it is still current; the device's
+//!   next refresh then revokes the whole session, the thief's pairs included. It also lets them get the
+//!   session revoked, which holding the token allows in any design.
+//! - **A read copy of the store** (a database dump, a Redis snapshot) gives digests of secrets and of
+//!   family keys. Neither is invertible: the reader can neither authenticate, nor exchange, nor forge a
+//!   presentation that counts as reuse.
+//! - **There is no server key**: nothing to configure, to share between instances, to rotate or to leak;
+//!   restarts and new instances need nothing.
+//! - **A reuse interval** ([`RefreshTokens::reuse_interval`]) keeps the digests of the tokens exchanged
+//!   within it so that a client that lost a response can retry; within that window a thief's copy is
+//!   exchanged without an alarm, which is its documented price.
+//!
 //! ```
 //! use std::time::Duration;
 //! use http::{header::AUTHORIZATION, HeaderMap, HeaderValue};
@@ -301,11 +330,11 @@ impl<St: TokenStore> RefreshTokens<St> {
         self
     }
 
-    /// How many exchanged refresh tokens each session remembers, so that presenting one is recognised as
-    /// reuse (default 8, about a working day of hourly refreshes). A token exchanged longer ago than that
-    /// is forgotten: presenting it is an ordinary invalid token (`401`, nothing revoked). Each remembered
-    /// token costs a digest and a time per session (an extra entry in the refresh row's abilities on SQL),
-    /// never a record of its own. At most [`MAX_KEEP_ROTATED`](crate::session::MAX_KEEP_ROTATED) (128).
+    /// With a [reuse interval](Self::reuse_interval): how many refresh tokens exchanged within it each
+    /// session remembers so that a retry may exchange them again (default 8; at most
+    /// [`MAX_KEEP_ROTATED`](crate::session::MAX_KEEP_ROTATED), 128). Reuse detection does not depend on
+    /// it: every exchanged refresh token of a session is recognised as reuse whatever this is (see the
+    /// [module docs](crate::refresh)). Without a reuse interval nothing is remembered.
     pub fn keep_rotated(mut self, count: usize) -> Self {
         self.keep_rotated = count.min(crate::session::MAX_KEEP_ROTATED);
         self

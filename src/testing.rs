@@ -986,3 +986,56 @@ pub async fn race_inserting_exchanges<St: TokenStore + Clone>(store: St, rounds:
     }
     report
 }
+
+/// What [`thief_chains`] saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThiefChainReport {
+    /// Rounds run.
+    pub rounds: usize,
+    /// Exchanges in each thief chain.
+    pub chain: usize,
+    /// Rounds in which the victim's presentation was not detected as reuse (must be 0).
+    pub evasions: usize,
+    /// Rounds in which a token of the thief's chain still worked afterwards (must be 0).
+    pub survivors: usize,
+}
+
+impl fmt::Display for ThiefChainReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} rounds of a {}-exchange thief chain: {} evasions, {} rounds with a surviving thief token",
+            self.rounds, self.chain, self.evasions, self.survivors
+        )
+    }
+}
+
+/// The thief-chain attack, `rounds` times: a thief exchanges a copy of a device's refresh token, then
+/// its own chain until it has made `chain` exchanges, as fast as the store allows; then the device
+/// presents the token it holds. Counts the rounds where that was not answered as reuse, and those where
+/// any token the thief obtained still works afterwards. Both must be 0 on every store.
+pub async fn thief_chains<St: TokenStore + Clone>(store: St, chain: usize, rounds: usize) -> ThiefChainReport {
+    let tokens = RefreshTokens::new(store.clone());
+    let mut report = ThiefChainReport { rounds, chain, ..ThiefChainReport::default() };
+    for _ in 0..rounds {
+        let user = fresh_user();
+        let victim = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
+        let mut stolen: Vec<TokenPair> = Vec::with_capacity(chain);
+        let mut holding = victim.refresh.clone();
+        for _ in 0..chain {
+            let next = tokens.exchange(&bearer(&holding)).await.expect("the thief's exchanges succeed");
+            holding = next.refresh.clone();
+            stolen.push(next);
+        }
+        let caught = matches!(tokens.exchange(&bearer(&victim.refresh)).await, Err(RefreshError::Reused { .. }));
+        report.evasions += usize::from(!caught);
+        let mut survived = false;
+        for pair in &stolen {
+            survived |= pair_works(&store, pair).await;
+        }
+        survived |= tokens.exchange(&bearer(&holding)).await.is_ok();
+        report.survivors += usize::from(survived);
+        store.revoke_all_for_user(&user).await.unwrap();
+    }
+    report
+}

@@ -38,7 +38,7 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `{p}{b}:s:{seq}` | hash | one session: `u` user, `n` name, `ab` abilities (JSON), `sid` session id, `c` login time, `v` version; per token (`a` access, `r` refresh): `ad`/`rd` digest (64 hex), `ae`/`re` expiry, `ac`/`rc` issue time, `al`/`rl` last use; `rot` the rotated refresh digests kept for reuse detection (`hex:ms,...`, at most `keep_rotated`) |
+//! | `{p}{b}:s:{seq}` | hash | one session: `u` user, `n` name, `ab` abilities (JSON), `sid` session id, `c` login time, `v` version; per token (`a` access, `r` refresh): `ad`/`rd` digest (64 hex), `ae`/`re` expiry, `ac`/`rc` issue time, `al`/`rl` last use; `fam` the digest of the session's refresh family key (64 hex; see [`crate::refresh`]); `rot`, only with a reuse interval, the refresh digests exchanged within it (`hex:ms,...`, at most `keep_rotated`) |
 //! | `{p}{b}:u:{user}` | sorted set | the user's sessions (members: `seq` zero-padded to 15 digits), scored by login time |
 //! | `{p}{b}:x:{user}` | sorted set | the same members, scored by when their session key expires (`inf`: never) |
 //! | `{p}{b}:n` | string | the bucket's session counter (`INCR`); never expires |
