@@ -29,7 +29,7 @@ all_ok() {
   # Every slot served, three masters with one replica each.
   local info; info="$(cli "${ports[0]}" cluster info | tr -d '\r')"
   grep -q '^cluster_slots_ok:16384$' <<<"$info" && grep -q '^cluster_size:3$' <<<"$info" \
-    && [ "$(grep -c ' slave ' < <(cli "${ports[0]}" cluster nodes))" -eq 3 ]
+    && [ "$(grep -cE '[ ,]slave ' < <(cli "${ports[0]}" cluster nodes))" -eq 3 ]
 }
 
 start_node() {
