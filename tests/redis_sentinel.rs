@@ -7,6 +7,7 @@
 //!   promoted replica. This is the gap the option closes, shown so the first test could fail.
 //! * Under a request load with logouts, a failover answers `503` while it lasts, never `401` for a valid
 //!   token nor `200` for a revoked one, and service comes back without a restart.
+//! * The store contract, through Sentinel, with every write waiting for both replicas.
 //! * The cost of the option per logout on a healthy primary and replica (printed, not asserted).
 //!
 //! Needs `redis-server` (Sentinel runs as `redis-server sentinel.conf --sentinel`) and, like the other
@@ -23,7 +24,7 @@ use tokio::sync::Mutex;
 use tower_token_auth::refresh::{NewPair, RefreshTokens, TokenPair};
 use tower_token_auth::store::redis::RedisStore;
 use tower_token_auth::store::StoreErrorKind;
-use tower_token_auth::testing::fresh_user;
+use tower_token_auth::testing::{fresh_user, store_contract};
 use tower_token_auth::{TokenAuthLayer, TokenStore, TokenStoreExt};
 
 use support::faults::serve_api;
@@ -274,6 +275,18 @@ async fn a_sentinel_failover_under_load_answers_503_never_a_wrong_401_or_200() {
         }
     };
     assert_eq!(store.revoke_all_for_user(&pair.access.record.user_id).await.unwrap(), 2);
+}
+
+/// Every store operation through Sentinel, each write waiting for a replica (scripts load on first use:
+/// the `NOSCRIPT` retry goes through the same wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sentinel_store_waiting_for_replicas_meets_the_store_contract() {
+    if !enabled() {
+        return;
+    }
+    let deployment = Deployment::start().await;
+    let store = RedisStore::connect(&deployment.url()).await.unwrap().wait_for_replicas(2, Duration::from_secs(1));
+    store_contract(|| store.clone()).await;
 }
 
 /// What the option costs per logout, on loopback: the same logouts with and without `WAIT 1`.
