@@ -150,7 +150,7 @@
 //! `WAITAOF` would add an fsync on each replica, at a disk write per logout; it is not used, the
 //! servers tested here are 7.0). Lookups never wait, and a write that failed its `WAIT` may be applied
 //! on the primary and visible to lookups meanwhile (as with any timed-out write). It costs one
-//! replication round trip per write: about 0.05 ms per logout on loopback (`BENCHMARKS.md`), the
+//! replication round trip per write: about 0.1 ms per logout at the median on loopback (`BENCHMARKS.md`), the
 //! network latency to the slowest of the `n` fastest replicas in a real deployment. While fewer
 //! than `n` replicas are connected, every login and logout answers `503`: choose `n` below the replica
 //! count to ride out the loss of one.
