@@ -320,3 +320,50 @@ async fn the_cost_of_waiting_for_a_replica_per_logout_is_measured() {
     }
     println!("logout (revoke_all_for_user, one session) over {rounds} users each, loopback: {}", report.join("; "));
 }
+
+/// The example server with `--store redis-sentinel://... --redis-replicas 1`: a logout no replica can
+/// acknowledge answers `503`; once the replicas are back, its retry finds the token already revoked on
+/// the primary (`401`), and the token stays rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_server_waits_for_replicas_with_redis_replicas() {
+    if !enabled() {
+        return;
+    }
+    let deployment = Deployment::start().await;
+    let url = deployment.url();
+    let server = tokio::task::spawn_blocking(move || {
+        support::example_server::ExampleServer::start(&["--store", &url, "--redis-replicas", "1"], "warn")
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://{}/api/v1", server.addr);
+    let login: serde_json::Value = http
+        .post(format!("{base}/auth/login"))
+        .json(&serde_json::json!({"email": "demo@example.com", "password": "demo-password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = format!("Bearer {}", login["access_token"].as_str().expect("a login answer"));
+    let get_user = || http.get(format!("{base}/user")).header("authorization", &access).send();
+    let logout = || http.post(format!("{base}/auth/logout")).header("authorization", &access).send();
+    assert_eq!(get_user().await.unwrap().status(), StatusCode::OK);
+
+    for replica in &deployment.replicas {
+        replica.freeze();
+    }
+    deployment.primary.cut_replicas().await;
+    let refused = logout().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE, "not acknowledged: never 200");
+    for replica in &deployment.replicas {
+        replica.resume();
+    }
+    deployment.primary.wait_for_replicas(2).await;
+    assert_eq!(logout().await.unwrap().status(), StatusCode::UNAUTHORIZED, "the revocation stood on the primary");
+    assert_eq!(get_user().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let logs = server.logs();
+    assert!(logs.contains("not acknowledged"), "the cause is logged:\n{logs}");
+}
