@@ -1,13 +1,14 @@
 //! `RedisStore` on a real Redis Cluster (3 masters, 3 replicas): the store contract, the session races,
 //! logout under a request flood, two layer stacks on two cluster clients, users in different slots,
-//! a user with many sessions, a slot migrated while requests run (`MOVED`/`ASK`), and a master killed
-//! under load (failover).
+//! a user with many sessions, a slot migrated while requests run (`MOVED`/`ASK`), a master killed
+//! under load (failover), and a logout against a shard primary killed right after it, with and without
+//! `wait_for_replicas` (durable revocations).
 //!
 //! Set `TOWER_TOKEN_AUTH_REDIS_CLUSTER_URL` to the seed list (`scripts/redis-cluster.sh start` prints
 //! it: `redis://127.0.0.1:7000,...,redis://127.0.0.1:7005`); without it every test prints `skipped:`
 //! and passes. Tests on the shared cluster use their own key prefix and delete their keys. The
 //! migration and failover tests start a **private** cluster of their own with the same script (on free
-//! ports from 7100 and 7500 up), so killing a master or moving a slot never disturbs the shared one, and stop
+//! ports from 7100 and 7500 up; the durability test within 7460-7499), so killing a master or moving a slot never disturbs the shared one, and stop
 //! it afterwards.
 
 #![cfg(feature = "redis")]

@@ -95,11 +95,7 @@ async fn follow(cluster: &mut ClusterConnection, cmd: &Cmd, error: RedisError) -
             Err(error) => return Err(error),
         };
         if error.kind() == ErrorKind::Server(ServerErrorKind::Ask) {
-            let Some((host, port)) = error
-                .redirect_node()
-                .and_then(|(node, _)| node.rsplit_once(':'))
-                .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
-            else {
+            let Some((host, port)) = redirect_address(&error) else {
                 return Err(error);
             };
             let mut asking = redis::pipe();
@@ -114,6 +110,12 @@ async fn follow(cluster: &mut ClusterConnection, cmd: &Cmd, error: RedisError) -
             result = cluster.req_packed_command(cmd).await.and_then(top_level_error);
         }
     }
+}
+
+/// The `host:port` a `MOVED` or `ASK` error points to.
+pub(super) fn redirect_address(error: &RedisError) -> Option<(String, u16)> {
+    let (host, port) = error.redirect_node()?.0.rsplit_once(':')?;
+    Some((host.to_owned(), port.parse().ok()?))
 }
 
 /// A reply that is an error, as an `Err`. Only the top level: `Value::extract_error` rebuilds every

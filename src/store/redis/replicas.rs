@@ -15,7 +15,7 @@ use redis::aio::ConnectionLike;
 use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value};
 
-use super::connection::Connection;
+use super::connection::{redirect_address, Connection};
 
 /// How many replicas must acknowledge each write, and how long to wait for them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,11 +139,7 @@ async fn request_then_wait(conn: &mut Connection, cmd: &Cmd, wait: &Cmd) -> Redi
         asking = false;
         match error.kind() {
             ErrorKind::Server(kind @ (ServerErrorKind::Ask | ServerErrorKind::Moved)) => {
-                let Some((host, port)) = error
-                    .redirect_node()
-                    .and_then(|(node, _)| node.rsplit_once(':'))
-                    .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
-                else {
+                let Some((host, port)) = redirect_address(&error) else {
                     return Err(error);
                 };
                 route = SingleNodeRoutingInfo::ByAddress { host, port };
