@@ -688,6 +688,12 @@ async fn logout_across_a_cluster_failover(
             assert!(Instant::now() < deadline, "{spare} cannot follow {replica}: {e}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // Retried before the spare is in sync, a logout would be applied, not acknowledged (503), and
+        // the next retry would find its token gone (401): wait, so that the retry shows the 200.
+        let mut promoted = connection(&format!("redis://{replica}")).await;
+        while redis::cmd("WAIT").arg(1).arg(200).query_async::<i64>(&mut promoted).await.unwrap() < 1 {
+            assert!(Instant::now() < deadline + Duration::from_secs(10), "{spare} never synced with {replica}");
+        }
     }
     let retry = if durable { Some(until_available(api, "POST", "/api/v1/auth/logout", &access).await) } else { None };
     let after = until_available(api, "GET", "/", &access).await;

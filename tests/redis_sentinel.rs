@@ -78,6 +78,12 @@ impl Deployment {
         }
     }
 
+    /// The replica Sentinel promoted.
+    async fn promoted(&self) -> &RedisProcess {
+        let master = sentinel_master(&self.sentinel, MASTER).await.expect("a primary");
+        self.replicas.iter().find(|r| master.ends_with(&format!(":{}", r.port))).expect("a promoted replica")
+    }
+
     /// Kills the primary and waits until Sentinel names another one (at most 30 s). Returns when.
     async fn fail_over(&mut self) -> Instant {
         let old = format!("127.0.0.1:{}", self.primary.port);
@@ -151,6 +157,9 @@ async fn logout_across_a_failover(durable: bool) -> Outcome {
 
     let killed_at = deployment.fail_over().await;
     let failover = killed_at.elapsed();
+    // Retried before the new primary has a replica again, a logout would be applied but not acknowledged
+    // (503), and the next retry would find its token gone (401): wait, so that the retry shows the 200.
+    deployment.promoted().await.wait_for_replicas(1).await;
     let retry = if durable { Some(until_available(api, "POST", LOGOUT, &access).await.0) } else { None };
     let (token_after, _) = until_available(api, "GET", "/", &access).await;
     let outcome = Outcome { logout, retry, token_after };

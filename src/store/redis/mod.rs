@@ -136,8 +136,10 @@
 //! [`StoreErrorKind::NotAcknowledged`](crate::store::StoreErrorKind::NotAcknowledged): the
 //! [`LogoutService`](crate::LogoutService) and [`RefreshTokens`](crate::refresh::RefreshTokens)
 //! answer `503`, never `200`. The write stands on the primary, so a retry is safe: a retried logout
-//! revokes whatever is left (answering `200`), or finds its token already gone (`401`); either way
-//! the token is revoked once an answer other than `503` comes back.
+//! revokes whatever is left (answering `200`), or finds its token already gone (`401`, when an earlier
+//! attempt was applied), or answers `503` again while fewer than `n` replicas are attached (after a
+//! failover, until the other replicas follow the new primary); once an answer other than `503` comes
+//! back, the token is revoked.
 //!
 //! What it guarantees: once a revoking call returned `Ok` (a logout answered `200`), the revocation is
 //! in the memory of `n` replicas as well as the primary, and a failover that promotes one of those
