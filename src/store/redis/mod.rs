@@ -139,7 +139,10 @@
 //! revokes whatever is left (answering `200`), or finds its token already gone (`401`, when an earlier
 //! attempt was applied), or answers `503` again while fewer than `n` replicas are attached (after a
 //! failover, until the other replicas follow the new primary); once an answer other than `503` comes
-//! back, the token is revoked.
+//! back, the token is revoked. A refresh exchange answered `503` this way did rotate on the primary,
+//! as after any lost response: a client retrying with the same refresh token meets reuse detection
+//! unless [`RefreshTokens::reuse_interval`](crate::refresh::RefreshTokens::reuse_interval) covers the
+//! retry.
 //!
 //! What it guarantees: once a revoking call returned `Ok` (a logout answered `200`), the revocation is
 //! in the memory of `n` replicas as well as the primary, and a failover that promotes one of those
@@ -1141,12 +1144,17 @@ mod tests {
 
     #[tokio::test]
     async fn debug_output_never_shows_the_connection_or_its_password() {
-        for url in ["redis://:hunter2@127.0.0.1:1/0", "redis://:hunter2@127.0.0.1:1,redis://:hunter2@127.0.0.1:2"] {
+        for url in [
+            "redis://:hunter2@127.0.0.1:1/0",
+            "redis://:hunter2@127.0.0.1:1,redis://:hunter2@127.0.0.1:2",
+            "redis-sentinel://:hunter2@127.0.0.1:1,127.0.0.1:2/mymaster/0",
+        ] {
             let store = RedisStore::connect_lazy(url).unwrap().key_prefix("app:");
             let debug = format!("{store:?}");
             assert!(!debug.contains("hunter2") && !debug.contains("127.0.0.1"), "{debug}");
             assert!(debug.contains("app:"), "{debug}");
-            assert_eq!(store.is_cluster(), url.contains(','));
+            assert_eq!(store.is_cluster(), url.starts_with("redis://") && url.contains(','));
+            assert_eq!(store.is_sentinel(), url.starts_with("redis-sentinel://"));
         }
     }
 
