@@ -7,6 +7,7 @@
 //!   promoted replica. This is the gap the option closes, shown so the first test could fail.
 //! * Under a request load with logouts, a failover answers `503` while it lasts, never `401` for a valid
 //!   token nor `200` for a revoked one, and service comes back without a restart.
+//! * A graceful `SENTINEL FAILOVER` (the old primary demoted, not killed) is followed too.
 //! * The store contract, through Sentinel, with every write waiting for both replicas.
 //! * The cost of the option per logout on a healthy primary and replica (printed, not asserted).
 //!
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use tokio::sync::Mutex;
 use tower_token_auth::refresh::{NewPair, RefreshTokens, TokenPair};
-use tower_token_auth::store::redis::RedisStore;
+use tower_token_auth::store::redis::{RedisStore, DEFAULT_KEY_PREFIX as DEFAULT_PREFIX};
 use tower_token_auth::store::StoreErrorKind;
 use tower_token_auth::testing::{fresh_user, store_contract};
 use tower_token_auth::{TokenAuthLayer, TokenStore, TokenStoreExt};
@@ -284,6 +285,72 @@ async fn a_sentinel_failover_under_load_answers_503_never_a_wrong_401_or_200() {
         }
     };
     assert_eq!(store.revoke_all_for_user(&pair.access.record.user_id).await.unwrap(), 2);
+}
+
+/// A graceful `SENTINEL FAILOVER`: the old primary stays up, demoted to a replica (Sentinel closes its
+/// clients' connections as it does so). The store leaves it for the promoted replica: writes succeed
+/// there (a write on the demoted one would be `READONLY`), with `503` at most while Sentinel switches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_demoted_by_sentinel_is_left_for_the_promoted_replica() {
+    if !enabled() {
+        return;
+    }
+    let deployment = Deployment::start().await;
+    // Every replica: a write is acknowledged only while both follow the primary that took it.
+    let store = RedisStore::connect(&deployment.url()).await.unwrap().wait_for_replicas(2, Duration::from_secs(1));
+    let tokens = RefreshTokens::new(store.clone());
+    let before = tokens.issue_pair(NewPair::new(fresh_user())).await.unwrap();
+    let old = format!("127.0.0.1:{}", deployment.primary.port);
+    let mut sentinel = support::redis::connection(&deployment.sentinel.url()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // `NOGOODSLAVE` until Sentinel has heard from the replicas themselves.
+    while let Err(e) = redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER).query_async::<()>(&mut sentinel).await {
+        assert!(Instant::now() < deadline, "SENTINEL FAILOVER: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    while sentinel_master(&deployment.sentinel, MASTER).await.is_none_or(|m| m == old) {
+        assert!(Instant::now() < deadline, "Sentinel did not fail over: {}", deployment.sentinel.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Sentinel names the new primary first, then demotes the old one (closing its clients' connections).
+    loop {
+        // A new connection each time: the demotion closes the old ones.
+        let mut demoted = support::redis::connection(&deployment.primary.url()).await;
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut demoted).await.unwrap();
+        if role[0] == redis::Value::BulkString(b"slave".to_vec()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the old primary was never demoted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Logins on the new primary, once both replicas (the old primary resyncing, and the other) follow it.
+    let mut unavailable = 0;
+    let after = loop {
+        match tokens.issue_pair(NewPair::new(fresh_user())).await {
+            Ok(pair) => break pair,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no login after the failover: {e}");
+                unavailable += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let new_primary = support::redis::connection(&format!(
+        "redis://{}",
+        sentinel_master(&deployment.sentinel, MASTER).await.unwrap()
+    ))
+    .await;
+    let mut new_primary = new_primary;
+    let keys = support::redis::scan_prefix(&mut new_primary, DEFAULT_PREFIX).await;
+    assert!(
+        keys.iter().any(|k| k.contains(&format!(":u:{}", after.access.record.user_id))),
+        "the login is on the new primary"
+    );
+    println!("graceful failover: {unavailable} failed logins before the store found the new primary");
+    for pair in [&before, &after] {
+        assert_eq!(store.revoke_all_for_user(&pair.access.record.user_id).await.unwrap(), 2, "written on the primary");
+        assert!(store.find(pair.access.record.id).await.unwrap().is_none());
+    }
 }
 
 /// Every store operation through Sentinel, each write waiting for a replica (scripts load on first use:

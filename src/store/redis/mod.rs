@@ -120,8 +120,8 @@
 //! `+switch-master`. An old primary that is cut off from Sentinel but still reachable by this
 //! instance, and not yet demoted, keeps being used until it is demoted or fails, and what it
 //! accepts meanwhile is lost when it rejoins as a replica; with
-//! [`wait_for_replicas`](RedisStore::wait_for_replicas) those writes are not acknowledged (its
-//! replicas follow the new primary), so no such logout answers `200`.
+//! [`wait_for_replicas`](RedisStore::wait_for_replicas) set to the number of replicas those writes
+//! are not acknowledged (the promoted replica no longer follows it), so no such logout answers `200`.
 //!
 //! # Durable revocations
 //!
@@ -146,25 +146,32 @@
 //!
 //! What it guarantees: once a revoking call returned `Ok` (a logout answered `200`), the revocation is
 //! in the memory of `n` replicas as well as the primary, and a failover that promotes one of those
-//! replicas keeps it. Sentinel and Redis Cluster both promote the most up-to-date replica they can
-//! reach, so with `n` equal to the number of replicas (or a majority of them, with a Sentinel quorum
-//! or cluster majority that cannot elect a replica left behind) no acknowledged revocation is lost.
-//! What it does not: `WAIT` is not consensus. A replica that acknowledged and then also failed, or a
-//! failover that promotes a replica outside the `n` (possible with `n` below the replica count, or
-//! after a manual `REPLICAOF`), can still lose it; replicas hold it in memory, not on disk (Redis 7.2's
-//! `WAITAOF` would add an fsync on each replica, at a disk write per logout; it is not used, the
-//! servers tested here are 7.0). Lookups never wait, and a write that failed its `WAIT` may be applied
-//! on the primary and visible to lookups meanwhile (as with any timed-out write). It costs one
-//! replication round trip per write: about 0.1 ms per logout at the median on loopback (`BENCHMARKS.md`), the
-//! network latency to the slowest of the `n` fastest replicas in a real deployment. While fewer
-//! than `n` replicas are connected, every login and logout answers `503`: choose `n` below the replica
-//! count to ride out the loss of one.
+//! replicas keeps it. Sentinel and Redis Cluster promote the most up-to-date replica they can reach,
+//! so when the primary dies, the revocation survives whenever one of the replicas that acknowledged
+//! it is promoted, which is always the case with `n` equal to the number of replicas.
+//!
+//! What it does not: `WAIT` is not consensus. With `n` below the replica count, a failover can promote
+//! a replica that had not acknowledged yet. During a graceful failover (`SENTINEL FAILOVER`, or a
+//! primary cut off while still running) the old primary keeps accepting writes, and acknowledging
+//! them with the replicas not yet moved to the new one, until it is demoted: those writes are lost
+//! (with `n` equal to the replica count they are not acknowledged, since the promoted replica no
+//! longer replicates the old primary). A replica that acknowledged and then failed too takes the
+//! revocation with it: replicas hold it in memory, not on disk (Redis 7.2's `WAITAOF` would add an
+//! fsync on each replica, a disk write per logout; it is not used, the servers tested here are 7.0).
+//! Lookups never wait, and a write that failed its `WAIT` is applied on the primary and visible to
+//! lookups meanwhile (as with any timed-out write).
+//!
+//! The cost is one replication round trip per write: about 0.1 ms per logout at the median on loopback
+//! (`BENCHMARKS.md`); in a real deployment, the network latency to the `n`-th fastest replica. While
+//! fewer than `n` replicas are connected, every login and logout answers `503`: `n` below the replica
+//! count rides out the loss of one replica, `n` equal to it closes more of the windows above. Pick by
+//! which failure you would rather see: logins refused, or a logout undone.
 //!
 //! A local cache of token lookups (keeping revocations immediate across instances by its own means)
 //! can only be as durable as the store under it: a revocation the store loses in a failover is lost
 //! for cached and uncached lookups alike, and the cache would then rebuild the lost token from the
-//! store. With `wait_for_replicas` the store keeps every acknowledged revocation across a failover,
-//! and a cache that evicts on revocation and serves only while its invalidation channel is alive
+//! store. With `wait_for_replicas` the store keeps an acknowledged revocation across a failover that
+//! promotes a replica that acknowledged it (see above), and a cache that evicts on revocation and serves only while its invalidation channel is alive
 //! (reconnecting, and flushing, when the primary changes) inherits that guarantee unchanged.
 //!
 //! # Trade-offs
