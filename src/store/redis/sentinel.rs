@@ -174,9 +174,11 @@ impl SentinelConnection {
 
     /// One command to the primary.
     pub(super) async fn request(&self, cmd: &Cmd) -> RedisResult<Value> {
-        let mut replies =
-            self.send(|mut conn| async move { conn.req_packed_command(cmd).await.map(|v| vec![v]) }).await?;
-        Ok(replies.pop().unwrap_or(Value::Nil))
+        self.send(
+            |mut conn| async move { conn.req_packed_command(cmd).await },
+            |result| gone(result.as_ref().map(std::slice::from_ref)),
+        )
+        .await
     }
 
     /// A pipeline to the primary, written in one piece on one connection.
@@ -186,19 +188,28 @@ impl SentinelConnection {
         offset: usize,
         count: usize,
     ) -> RedisResult<Vec<Value>> {
-        self.send(|mut conn| async move { conn.req_packed_commands(pipeline, offset, count).await }).await
+        self.send(
+            |mut conn| async move { conn.req_packed_commands(pipeline, offset, count).await },
+            |result| gone(result.as_ref().map(Vec::as_slice)),
+        )
+        .await
     }
 
-    async fn send<'a, F, Fut>(&self, request: F) -> RedisResult<Vec<Value>>
+    /// Sends `request` on the current connection, and forgets that connection when the result shows it
+    /// no longer leads to a primary.
+    async fn send<'a, T, Fut>(
+        &self,
+        request: impl FnOnce(MultiplexedConnection) -> Fut,
+        shows_gone: fn(&RedisResult<T>) -> bool,
+    ) -> RedisResult<T>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: std::future::Future<Output = RedisResult<Vec<Value>>> + 'a,
+        Fut: std::future::Future<Output = RedisResult<T>> + 'a,
     {
         let attempt = async {
             let current = self.current().await?;
             let generation = current.generation;
             let result = request(current.conn).await;
-            if demoted_or_gone(&result) {
+            if shows_gone(&result) {
                 self.forget(generation);
             }
             result
@@ -220,21 +231,19 @@ impl SentinelConnection {
 
 static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// Whether a result shows the connection no longer leads to a primary.
-fn demoted_or_gone(result: &RedisResult<Vec<Value>>) -> bool {
-    let is_readonly = |e: &RedisError| e.kind() == ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
+/// Whether a result shows the connection no longer leads to a primary: an I/O error, a dropped or
+/// refused connection, a timeout, or `READONLY` (a demoted primary) in any reply.
+fn gone(result: Result<&[Value], &RedisError>) -> bool {
+    let readonly = Some(redis::ServerErrorKind::ReadOnly);
     match result {
         Err(e) => {
             e.is_io_error()
                 || e.is_connection_dropped()
                 || e.is_connection_refusal()
                 || e.is_timeout()
-                || is_readonly(e)
+                || e.kind() == ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
         }
-        Ok(values) => values.iter().any(|v| match v {
-            Value::ServerError(e) => e.kind() == Some(redis::ServerErrorKind::ReadOnly),
-            _ => false,
-        }),
+        Ok(values) => values.iter().any(|v| matches!(v, Value::ServerError(e) if e.kind() == readonly)),
     }
 }
 
@@ -253,6 +262,19 @@ mod tests {
         assert_eq!((url.master.as_str(), url.db, url.password.as_deref()), ("m", 0, Some("s3cret")));
         let url = SentinelUrl::parse("redis-sentinel://app:pw@127.0.0.1:26379/m/").unwrap();
         assert_eq!((url.username.as_deref(), url.password.as_deref(), url.db), (Some("app"), Some("pw"), 0));
+    }
+
+    #[test]
+    fn readonly_replies_and_broken_connections_send_the_store_back_to_sentinel() {
+        let reply = |wire: &[u8]| redis::parse_redis_value(wire).unwrap();
+        let readonly = reply(b"-READONLY You can't write against a read only replica.\r\n");
+        assert!(gone(Ok(&[reply(b"+OK\r\n"), readonly.clone()])), "READONLY anywhere in a pipeline");
+        assert!(gone(Ok(std::slice::from_ref(&readonly))));
+        assert!(!gone(Ok(&[reply(b"$-1\r\n"), reply(b"-ERR wrong number of arguments\r\n")])), "other errors");
+        let dropped = RedisError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert!(gone(Err(&dropped)));
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(gone(Err(&refused)));
     }
 
     #[test]
