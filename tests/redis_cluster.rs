@@ -397,6 +397,18 @@ fn script() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/redis-cluster.sh")
 }
 
+/// Waits until the master of each of `users` has its replica in sync: a fresh cluster's replicas may
+/// still be in their first sync, and a store waiting for replicas would answer "not acknowledged".
+async fn replicas_in_sync(users: &[(UserId, u16, String)]) {
+    for (_, _, master) in users {
+        let mut conn = connection(&format!("redis://{master}")).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while redis::cmd("WAIT").arg(1).arg(200).query_async::<i64>(&mut conn).await.unwrap() < 1 {
+            assert!(Instant::now() < deadline, "{master} has no replica in sync");
+        }
+    }
+}
+
 /// Users until one of them lives on each master: `(user, slot, master)`.
 async fn one_user_per_master(seeds: &str, prefix: &str) -> Vec<(UserId, u16, String)> {
     let mut found: BTreeMap<String, (UserId, u16)> = BTreeMap::new();
@@ -418,6 +430,7 @@ async fn a_slot_migrated_under_load_is_followed_transparently() {
     let prefix = "tta-migrate:";
     let store = cluster_store(&seeds, prefix).await;
     let users = one_user_per_master(&seeds, prefix).await;
+    replicas_in_sync(&users).await;
     let (user, slot, source) = users[0].clone();
     let target = users[1].2.clone();
     let tokens = RefreshTokens::new(store.clone());
@@ -433,8 +446,9 @@ async fn a_slot_migrated_under_load_is_followed_transparently() {
     let load = Load::start(&[api], &bearers, 16);
 
     // Logins, refreshes, listings and logouts of the same user go on during the migration too.
+    // Through a store that waits for a replica: the script and its `WAIT` follow `MOVED` and `ASK` together.
     let writes = {
-        let (store, user) = (store.clone(), user.clone());
+        let (store, user) = (store.clone().wait_for_replicas(1, Duration::from_secs(1)), user.clone());
         tokio::spawn(async move {
             let tokens = RefreshTokens::new(store.clone());
             let (mut ok, mut failed) = (0, Vec::new());
@@ -710,14 +724,7 @@ async fn with_replica_acknowledgement_no_acknowledged_logout_is_lost_when_a_shar
     let Some(cluster) = PrivateCluster::start_in(7460..7500) else { return };
     let prefix = "tta-durable:";
     let users = one_user_per_master(&cluster.seeds, prefix).await;
-    // A fresh cluster's replicas may still be in their first sync.
-    for (_, _, master) in &users {
-        let mut conn = connection(&format!("redis://{master}")).await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while redis::cmd("WAIT").arg(1).arg(200).query_async::<i64>(&mut conn).await.unwrap() < 1 {
-            assert!(Instant::now() < deadline, "{master} has no replica in sync");
-        }
-    }
+    replicas_in_sync(&users).await;
     let timeout = Duration::from_secs(2);
 
     let durable = cluster_store(&cluster.seeds, prefix).await.command_timeout(timeout);
