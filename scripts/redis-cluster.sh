@@ -67,6 +67,8 @@ case "$command" in
     ;;
   stop)
     for p in "${ports[@]}"; do
+      # NOW: Redis 7 otherwise waits up to 10 s for lagging replicas (e.g. after a failover test).
+      if up "$p"; then cli "$p" shutdown nosave now >/dev/null 2>&1 || true; fi
       if up "$p"; then cli "$p" shutdown nosave >/dev/null 2>&1 || true; fi
     done
     for p in "${ports[@]}"; do
