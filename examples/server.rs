@@ -8,6 +8,7 @@
 //! cargo run --example server                       # http://127.0.0.1:3000, in-memory store
 //! cargo run --example server -- --help             # every flag
 //! cargo run --example server --features redis -- --store redis://127.0.0.1:6379
+//! cargo run --example server --features redis -- --store redis-sentinel://127.0.0.1:26379/mymaster --redis-replicas 1
 //! ```
 //!
 //! It starts with one user, `demo@example.com` / `demo-password` (`--user EMAIL:PASSWORD`, repeatable,
@@ -81,6 +82,9 @@ Tokens live in --store:
   memory://                               in this process (the default)
   redis://HOST:PORT[/DB]                  Redis, shared by every instance (build with --features redis)
   redis://HOST:7000,redis://HOST:7001,..  Redis Cluster, from its seed nodes (--features redis)
+  redis-sentinel://HOST:PORT[,HOST:PORT..]/MASTER[/DB]
+                                          the primary Redis Sentinel names, followed across failovers
+                                          (--features redis)
   postgres://USER[:PASS]@HOST/DB          Laravel Sanctum's personal_access_tokens table (--features postgres)
   mysql://USER[:PASS]@HOST/DB             the same on MySQL/MariaDB (--features mysql)
   sqlite://PATH  or  sqlite::memory:      the same on SQLite; the file is created if missing (--features sqlite)";
@@ -105,6 +109,13 @@ struct Args {
     /// Token store (see above): memory://, redis://..., postgres://..., mysql://..., sqlite://...
     #[arg(long, value_name = "URL", default_value = "memory://")]
     store: String,
+    /// Redis stores: every login, refresh and logout waits until N replicas acknowledged it (WAIT), or
+    /// answers 503 (safe to retry), so that a failover cannot undo an acknowledged logout. 0: no wait.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    redis_replicas: u32,
+    /// How long --redis-replicas waits for the replicas before answering 503.
+    #[arg(long, value_name = "MILLISECONDS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    redis_replicas_timeout: u64,
     /// A user who can log in (repeatable; replaces the demo user). Visible to `ps`: for real
     /// deployments, load password hashes from your user database instead.
     #[arg(long = "user", value_name = "EMAIL:PASSWORD", value_parser = parse_user)]
@@ -231,7 +242,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
     }
     let dummy_hash = hash_password("not anyone's password")?.into();
 
-    let store = open_store(&args.store, Duration::from_secs(args.prune_interval)).await?;
+    let replicas = (args.redis_replicas, Duration::from_millis(args.redis_replicas_timeout));
+    let store = open_store(&args.store, Duration::from_secs(args.prune_interval), replicas).await?;
     let tokens = RefreshTokens::new(Arc::clone(&store))
         .access_ttl(Duration::from_secs(args.access_ttl))
         .refresh_ttl(Duration::from_secs(args.refresh_ttl))
@@ -693,8 +705,15 @@ async fn serve_metrics(_: &str) -> Result<(), BoxError> {
 
 /// Opens the store named by `--store`. Every backend becomes an `Arc<dyn TokenStore>`, so the rest of the
 /// program has one code path.
-async fn open_store(url: &str, prune_interval: Duration) -> Result<Arc<dyn TokenStore>, BoxError> {
+async fn open_store(
+    url: &str,
+    prune_interval: Duration,
+    (replicas, replicas_timeout): (u32, Duration),
+) -> Result<Arc<dyn TokenStore>, BoxError> {
     let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme).to_ascii_lowercase();
+    if replicas > 0 && !scheme.starts_with("redis") {
+        return Err("--redis-replicas needs a Redis --store (redis://, redis-sentinel:// or a cluster)".into());
+    }
     let store: Arc<dyn TokenStore> = match scheme.as_str() {
         "memory" => {
             let store = MemoryStore::new();
@@ -702,7 +721,7 @@ async fn open_store(url: &str, prune_interval: Duration) -> Result<Arc<dyn Token
             Arc::new(store)
         }
         // Redis expires token keys by itself.
-        "redis" | "rediss" => redis_store(url).await?,
+        "redis" | "rediss" | "redis-sentinel" => redis_store(url, replicas, replicas_timeout).await?,
         "postgres" | "postgresql" | "mysql" | "mariadb" | "sqlite" => {
             let store = sql_store(&scheme, url).await?;
             tokio::spawn(prune_periodically(Arc::clone(&store), prune_interval));
@@ -710,7 +729,7 @@ async fn open_store(url: &str, prune_interval: Duration) -> Result<Arc<dyn Token
         }
         _ => {
             return Err(format!(
-                "unknown --store {scheme:?}: use memory://, redis://, postgres://, mysql:// or sqlite:// (see --help)"
+                "unknown --store {scheme:?}: use memory://, redis://, redis-sentinel://, postgres://, mysql:// or sqlite:// (see --help)"
             )
             .into())
         }
@@ -721,12 +740,14 @@ async fn open_store(url: &str, prune_interval: Duration) -> Result<Arc<dyn Token
 }
 
 #[cfg(feature = "redis")]
-async fn redis_store(url: &str) -> Result<Arc<dyn TokenStore>, BoxError> {
-    Ok(Arc::new(tower_token_auth::store::RedisStore::connect(url).await?))
+async fn redis_store(url: &str, replicas: u32, timeout: Duration) -> Result<Arc<dyn TokenStore>, BoxError> {
+    let store = tower_token_auth::store::RedisStore::connect(url).await?;
+    // The wait is bounded by the command timeout too (3 s by default).
+    Ok(Arc::new(store.wait_for_replicas(replicas, timeout)))
 }
 
 #[cfg(not(feature = "redis"))]
-async fn redis_store(_: &str) -> Result<Arc<dyn TokenStore>, BoxError> {
+async fn redis_store(_: &str, _: u32, _: Duration) -> Result<Arc<dyn TokenStore>, BoxError> {
     Err("this build has no Redis store: rebuild with --features redis".into())
 }
 

@@ -242,6 +242,7 @@ pub(crate) mod record {
             StoreErrorKind::Random => "random",
             StoreErrorKind::InvalidInput => "invalid_input",
             StoreErrorKind::SessionLimit => "session_limit",
+            StoreErrorKind::NotAcknowledged => "not_acknowledged",
         }
     }
 

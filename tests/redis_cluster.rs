@@ -1,13 +1,14 @@
 //! `RedisStore` on a real Redis Cluster (3 masters, 3 replicas): the store contract, the session races,
 //! logout under a request flood, two layer stacks on two cluster clients, users in different slots,
-//! a user with many sessions, a slot migrated while requests run (`MOVED`/`ASK`), and a master killed
-//! under load (failover).
+//! a user with many sessions, a slot migrated while requests run (`MOVED`/`ASK`), a master killed
+//! under load (failover), and a logout against a shard primary killed right after it, with and without
+//! `wait_for_replicas` (durable revocations).
 //!
 //! Set `TOWER_TOKEN_AUTH_REDIS_CLUSTER_URL` to the seed list (`scripts/redis-cluster.sh start` prints
 //! it: `redis://127.0.0.1:7000,...,redis://127.0.0.1:7005`); without it every test prints `skipped:`
 //! and passes. Tests on the shared cluster use their own key prefix and delete their keys. The
 //! migration and failover tests start a **private** cluster of their own with the same script (on free
-//! ports from 7100 and 7500 up), so killing a master or moving a slot never disturbs the shared one, and stop
+//! ports from 7100 and 7500 up; the durability test within 7460-7499), so killing a master or moving a slot never disturbs the shared one, and stop
 //! it afterwards.
 
 #![cfg(feature = "redis")]
@@ -18,8 +19,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
@@ -33,6 +32,7 @@ use tower_token_auth::{NewToken, TokenAuthLayer, TokenStore, TokenStoreExt, User
 
 use support::faults::serve_api;
 use support::http::{client, send};
+use support::load::{Load, Sample};
 use support::redis::{connection, scan_prefix, unique_prefix, url_from_env};
 
 /// Prints the causes of 503s (the layer logs store errors as warnings).
@@ -166,66 +166,6 @@ async fn an_exchange_racing_a_logout_on_the_cluster_never_outlives_it() {
     println!("RedisStore on the cluster, exchange racing logout: {report}");
     assert_eq!(report.leaks, 0, "{report}");
     cleanup(&seeds, &prefix).await;
-}
-
-/// One request of a load: who sent it, when it started and ended, and its status.
-#[derive(Clone, Copy)]
-struct Sample {
-    token: usize,
-    started: Instant,
-    ended: Instant,
-    status: StatusCode,
-}
-
-/// Workers sending `GET /` with `bearers[i]` (round robin) until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<Sample>>>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addrs: &[SocketAddr], bearers: &[String], workers: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let bearers = Arc::new(bearers.to_vec());
-        let workers = (0..workers)
-            .map(|w| {
-                let (stop, samples, bearers) = (Arc::clone(&stop), Arc::clone(&samples), Arc::clone(&bearers));
-                let addr = addrs[w % addrs.len()];
-                tokio::spawn(async move {
-                    let http = client();
-                    let mut i = w;
-                    while !stop.load(Ordering::SeqCst) {
-                        let token = i % bearers.len();
-                        i += workers_stride();
-                        let started = Instant::now();
-                        let status = send(&http, addr, "GET", "/", Some(&bearers[token])).await.status;
-                        samples.lock().unwrap().push(Sample { token, started, ended: Instant::now(), status });
-                    }
-                })
-            })
-            .collect();
-        Self { stop, samples, workers }
-    }
-
-    fn samples(&self) -> Vec<Sample> {
-        self.samples.lock().unwrap().clone()
-    }
-
-    async fn stop(self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::SeqCst);
-        for worker in self.workers {
-            worker.await.unwrap();
-        }
-        let samples = self.samples.lock().unwrap().clone();
-        samples
-    }
-}
-
-/// Each worker walks the tokens with a stride prime to any token count used here.
-fn workers_stride() -> usize {
-    7
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -413,12 +353,17 @@ impl PrivateCluster {
     /// Starts on the first six free ports (and their cluster bus ports) from `from` up: tests that run
     /// at once start from different ports.
     fn start(from: u16) -> Option<Self> {
+        Self::start_in(from..from + 400)
+    }
+
+    /// Like [`start`](Self::start), with every port (not counting bus ports) within `ports`.
+    fn start_in(ports: std::ops::Range<u16>) -> Option<Self> {
         if Command::new("redis-server").arg("--version").output().is_err() {
             println!("skipped: redis-server is not on PATH");
             return None;
         }
         let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
-        let base = (from..from + 400)
+        let base = (ports.start..ports.end.saturating_sub(5))
             .step_by(10)
             .find(|&base| (base..base + 6).all(|p| free(p) && free(p + 10_000)))
             .expect("six free ports for a private cluster");
@@ -452,6 +397,18 @@ fn script() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/redis-cluster.sh")
 }
 
+/// Waits until the master of each of `users` has its replica in sync: a fresh cluster's replicas may
+/// still be in their first sync, and a store waiting for replicas would answer "not acknowledged".
+async fn replicas_in_sync(users: &[(UserId, u16, String)]) {
+    for (_, _, master) in users {
+        let mut conn = connection(&format!("redis://{master}")).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while redis::cmd("WAIT").arg(1).arg(200).query_async::<i64>(&mut conn).await.unwrap() < 1 {
+            assert!(Instant::now() < deadline, "{master} has no replica in sync");
+        }
+    }
+}
+
 /// Users until one of them lives on each master: `(user, slot, master)`.
 async fn one_user_per_master(seeds: &str, prefix: &str) -> Vec<(UserId, u16, String)> {
     let mut found: BTreeMap<String, (UserId, u16)> = BTreeMap::new();
@@ -473,6 +430,7 @@ async fn a_slot_migrated_under_load_is_followed_transparently() {
     let prefix = "tta-migrate:";
     let store = cluster_store(&seeds, prefix).await;
     let users = one_user_per_master(&seeds, prefix).await;
+    replicas_in_sync(&users).await;
     let (user, slot, source) = users[0].clone();
     let target = users[1].2.clone();
     let tokens = RefreshTokens::new(store.clone());
@@ -488,8 +446,9 @@ async fn a_slot_migrated_under_load_is_followed_transparently() {
     let load = Load::start(&[api], &bearers, 16);
 
     // Logins, refreshes, listings and logouts of the same user go on during the migration too.
+    // Through a store that waits for a replica: the script and its `WAIT` follow `MOVED` and `ASK` together.
     let writes = {
-        let (store, user) = (store.clone(), user.clone());
+        let (store, user) = (store.clone().wait_for_replicas(1, Duration::from_secs(1)), user.clone());
         tokio::spawn(async move {
             let tokens = RefreshTokens::new(store.clone());
             let (mut ok, mut failed) = (0, Vec::new());
@@ -666,4 +625,119 @@ async fn a_master_killed_under_load_is_503_until_its_replica_takes_over() {
     let pair = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
     assert!(works(&store, &pair.access).await);
     assert_eq!(store.revoke_all_for_user(user).await.unwrap(), 4);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Durable revocations: a logout against a failover
+
+/// The address of the replica of the master at `master`, from `CLUSTER NODES`.
+async fn replica_of(seeds: &str, master: &str) -> String {
+    let master_id = cluster_nodes(seeds).await.into_iter().find(|(a, ..)| a == master).unwrap().1;
+    let mut conn = connection(&format!("redis://{master}")).await;
+    let text: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn).await.unwrap();
+    text.lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|parts| parts[2].contains("slave") && parts[3] == master_id && !parts[2].contains("fail"))
+        .map(|parts| parts[1].split('@').next().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("{master} has no replica"))
+}
+
+fn signal(name: &str, pid: u32) {
+    assert!(Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status().unwrap().success());
+}
+
+/// Sends `method path` until the answer is not `503` (at most 60 s).
+async fn until_available(api: SocketAddr, method: &str, path: &str, token: &str) -> StatusCode {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = send(&client(), api, method, path, Some(token)).await.status;
+        if status != StatusCode::SERVICE_UNAVAILABLE {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{method} {path} still 503 after 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A login on `master`, its replica frozen and cut off, a logout, `master` killed right after, the
+/// replica resumed and promoted. Returns the logout's answer, the retry's (when the store waits for a
+/// replica, with `spare` the replica to move under the new primary), and the token's answer after the
+/// failover.
+async fn logout_across_a_cluster_failover(
+    cluster: &PrivateCluster,
+    store: RedisStore,
+    (user, slot, master): &(UserId, u16, String),
+    spare: Option<&str>,
+) -> (StatusCode, Option<StatusCode>, StatusCode) {
+    let durable = spare.is_some();
+    let seeds = &cluster.seeds;
+    let api = serve_api(TokenAuthLayer::new(store.clone())).await;
+    let pair = RefreshTokens::new(store.clone()).issue_pair(NewPair::new(user.clone())).await.unwrap();
+    let mut conn = connection(&format!("redis://{master}")).await;
+    let synced: i64 = redis::cmd("WAIT").arg(1).arg(5000).query_async(&mut conn).await.unwrap();
+    assert_eq!(synced, 1, "the login is on the replica");
+    let access = format!("Bearer {}", pair.access.plain_text.expose());
+    assert_eq!(send(&client(), api, "GET", "/", Some(&access)).await.status, StatusCode::OK);
+
+    let replica = replica_of(seeds, master).await;
+    let (master_pid, replica_pid) = (cluster.pid(master).await, cluster.pid(&replica).await);
+    signal("STOP", replica_pid);
+    let _: i64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("replica").query_async(&mut conn).await.unwrap();
+    let logout = send(&client(), api, "POST", "/api/v1/auth/logout", Some(&access)).await.status;
+    signal("KILL", master_pid);
+    signal("CONT", replica_pid);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while try_master_of(seeds, *slot).await.as_deref() != Some(replica.as_str()) {
+        assert!(Instant::now() < deadline, "{replica} did not take over slot {slot}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The killed node stays down (restarted empty, it would claim its old slots until gossip tells it
+    // otherwise); with the option a spare replica follows the new primary, so `WAIT 1` can be met.
+    if let Some(spare) = spare {
+        let new_id = cluster_nodes(seeds).await.into_iter().find(|(a, ..)| *a == replica).unwrap().1;
+        let mut conn = connection(&format!("redis://{spare}")).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Refused until the spare has heard of the promotion.
+        while let Err(e) = redis::cmd("CLUSTER").arg("REPLICATE").arg(&new_id).query_async::<()>(&mut conn).await {
+            assert!(Instant::now() < deadline, "{spare} cannot follow {replica}: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Retried before the spare is in sync, a logout would be applied, not acknowledged (503), and
+        // the next retry would find its token gone (401): wait, so that the retry shows the 200.
+        let mut promoted = connection(&format!("redis://{replica}")).await;
+        while redis::cmd("WAIT").arg(1).arg(200).query_async::<i64>(&mut promoted).await.unwrap() < 1 {
+            assert!(Instant::now() < deadline + Duration::from_secs(10), "{spare} never synced with {replica}");
+        }
+    }
+    let retry = if durable { Some(until_available(api, "POST", "/api/v1/auth/logout", &access).await) } else { None };
+    let after = until_available(api, "GET", "/", &access).await;
+    println!("cluster, durable={durable}: logout {logout}, retry {retry:?}, the token after the failover {after}");
+    (logout, retry, after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replica_acknowledgement_no_acknowledged_logout_is_lost_when_a_shard_primary_dies() {
+    if cluster_url().is_none() {
+        return;
+    }
+    // Ports 7460-7499 (and their bus ports): the Sentinel tests use 7400-7459.
+    let Some(cluster) = PrivateCluster::start_in(7460..7500) else { return };
+    let prefix = "tta-durable:";
+    let users = one_user_per_master(&cluster.seeds, prefix).await;
+    replicas_in_sync(&users).await;
+    let timeout = Duration::from_secs(2);
+
+    let durable = cluster_store(&cluster.seeds, prefix).await.command_timeout(timeout);
+    let durable = durable.wait_for_replicas(1, Duration::from_millis(500));
+    let spare = replica_of(&cluster.seeds, &users[2].2).await;
+    let (logout, retry, after) = logout_across_a_cluster_failover(&cluster, durable, &users[0], Some(&spare)).await;
+    assert_eq!(logout, StatusCode::SERVICE_UNAVAILABLE, "no replica had it: not acknowledged, not 200");
+    assert_eq!(retry, Some(StatusCode::OK), "the retry on the promoted replica logs out");
+    assert_eq!(after, StatusCode::UNAUTHORIZED, "the token is rejected after the failover");
+
+    // Without the option, on another shard: the acknowledged logout is lost with its primary.
+    let plain = cluster_store(&cluster.seeds, prefix).await.command_timeout(timeout);
+    let (logout, _, after) = logout_across_a_cluster_failover(&cluster, plain, &users[1], None).await;
+    assert_eq!(logout, StatusCode::OK, "acknowledged by the primary alone");
+    assert_eq!(after, StatusCode::OK, "the logged-out token works again after the failover");
 }

@@ -634,12 +634,26 @@ fn help_describes_the_server_and_lists_every_flag() {
     let output = Command::new(server_binary()).arg("--help").output().expect("run --help");
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for flag in
-        ["--addr", "--access-ttl", "--refresh-ttl", "--refresh-reuse-interval", "--store", "--user", "--prune-interval"]
-    {
+    for flag in [
+        "--addr",
+        "--access-ttl",
+        "--refresh-ttl",
+        "--refresh-reuse-interval",
+        "--store",
+        "--user",
+        "--prune-interval",
+        "--redis-replicas",
+    ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
-    for what in ["Example auth API server", "demo@example.com / demo-password", "memory://", "redis://", "sqlite://"] {
+    for what in [
+        "Example auth API server",
+        "demo@example.com / demo-password",
+        "memory://",
+        "redis://",
+        "redis-sentinel://",
+        "sqlite://",
+    ] {
         assert!(help.contains(what), "{what:?} missing from --help:\n{help}");
     }
     assert!(!help.contains("Tower middleware for Laravel"), "--help shows the crate's description:\n{help}");
@@ -666,6 +680,7 @@ fn bad_flags_are_clear_startup_errors() {
     assert!(startup_error(&["--access-ttl", "0"]).contains("--access-ttl"));
     assert!(startup_error(&["--cors-origin", "http://app.example/path"]).contains("origin"));
     assert!(startup_error(&["--cors-origin", "*"]).contains("origin"));
+    assert!(startup_error(&["--redis-replicas", "1"]).contains("--redis-replicas needs a Redis --store"));
     if !cfg!(feature = "metrics") {
         assert!(startup_error(&["--metrics-addr", "127.0.0.1:0"]).contains("rebuild with --features metrics"));
     }

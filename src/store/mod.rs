@@ -83,6 +83,11 @@ pub enum StoreErrorKind {
     /// The user already holds the maximum number of sessions and the
     /// [`SessionLimit`](crate::session::SessionLimit) says to refuse new ones.
     SessionLimit,
+    /// The write was applied on the primary, but fewer replicas than required acknowledged it within
+    /// the deadline (see `RedisStore::wait_for_replicas`), so a failover could still undo it. The
+    /// services answer `503`; retrying is safe (a retried logout revokes what is left, or finds the
+    /// token already gone).
+    NotAcknowledged,
 }
 
 impl StoreError {
@@ -116,6 +121,12 @@ impl StoreError {
         Self { kind: StoreErrorKind::SessionLimit, source: Some(what.into()) }
     }
 
+    /// A write the primary applied but not enough replicas acknowledged in time (see
+    /// [`StoreErrorKind::NotAcknowledged`]); `what` says how many did, and within what deadline.
+    pub fn not_acknowledged(what: impl Into<BoxError>) -> Self {
+        Self { kind: StoreErrorKind::NotAcknowledged, source: Some(what.into()) }
+    }
+
     /// The kind of error.
     pub fn kind(&self) -> StoreErrorKind {
         self.kind
@@ -137,6 +148,7 @@ impl fmt::Display for StoreError {
             StoreErrorKind::Random => "the system random number generator failed",
             StoreErrorKind::InvalidInput => "token refused",
             StoreErrorKind::SessionLimit => "session limit reached",
+            StoreErrorKind::NotAcknowledged => "token store write not acknowledged by replicas",
         };
         match &self.source {
             Some(source) => write!(f, "{what}: {source}"),

@@ -2,5 +2,8 @@ pub mod example_server;
 pub mod faults;
 pub mod flow;
 pub mod http;
+pub mod load;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "redis")]
+pub mod redis_processes;

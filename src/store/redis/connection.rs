@@ -1,5 +1,6 @@
-//! One connection type for both deployments, so the store has one code path: a
-//! [`ConnectionManager`] to a single primary, or a [`ClusterConnection`] to a Redis Cluster.
+//! One connection type for every deployment, so the store has one code path: a
+//! [`ConnectionManager`] to a single primary, a [`SentinelConnection`] to the primary Sentinel names,
+//! or a [`ClusterConnection`] to a Redis Cluster.
 
 use std::time::Duration;
 
@@ -11,11 +12,13 @@ use redis::{
     AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
 };
 
+use super::sentinel::SentinelConnection;
 use crate::store::StoreError;
 
 #[derive(Clone)]
 pub(super) enum Connection {
     Single(ConnectionManager),
+    Sentinel(SentinelConnection),
     Cluster(ClusterConnection),
 }
 
@@ -24,6 +27,7 @@ impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Sentinel(c) => Box::pin(c.request(cmd)),
             Connection::Cluster(c) => cluster_request(c, cmd),
         }
     }
@@ -36,6 +40,7 @@ impl ConnectionLike for Connection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Connection::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Connection::Sentinel(c) => Box::pin(c.request_pipeline(cmd, offset, count)),
             Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
@@ -43,6 +48,7 @@ impl ConnectionLike for Connection {
     fn get_db(&self) -> i64 {
         match self {
             Connection::Single(c) => c.get_db(),
+            Connection::Sentinel(c) => c.db(),
             Connection::Cluster(c) => c.get_db(),
         }
     }
@@ -89,11 +95,7 @@ async fn follow(cluster: &mut ClusterConnection, cmd: &Cmd, error: RedisError) -
             Err(error) => return Err(error),
         };
         if error.kind() == ErrorKind::Server(ServerErrorKind::Ask) {
-            let Some((host, port)) = error
-                .redirect_node()
-                .and_then(|(node, _)| node.rsplit_once(':'))
-                .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
-            else {
+            let Some((host, port)) = redirect_address(&error) else {
                 return Err(error);
             };
             let mut asking = redis::pipe();
@@ -108,6 +110,12 @@ async fn follow(cluster: &mut ClusterConnection, cmd: &Cmd, error: RedisError) -
             result = cluster.req_packed_command(cmd).await.and_then(top_level_error);
         }
     }
+}
+
+/// The `host:port` a `MOVED` or `ASK` error points to.
+pub(super) fn redirect_address(error: &RedisError) -> Option<(String, u16)> {
+    let (host, port) = error.redirect_node()?.0.rsplit_once(':')?;
+    Some((host.to_owned(), port.parse().ok()?))
 }
 
 /// A reply that is an error, as an `Err`. Only the top level: `Value::extract_error` rebuilds every
@@ -129,6 +137,7 @@ impl Connection {
     pub(super) async fn request(&mut self, cmd: &Cmd) -> RedisResult<Value> {
         match self {
             Connection::Single(c) => c.req_packed_command(cmd).await.and_then(top_level_error),
+            Connection::Sentinel(c) => c.request(cmd).await.and_then(top_level_error),
             Connection::Cluster(c) => match c.req_packed_command(cmd).await.and_then(top_level_error) {
                 Err(error) if should_follow(&error) => Box::pin(follow(c, cmd, error)).await,
                 result => result,

@@ -1,5 +1,5 @@
 //! [`RedisStore`]: sessions and tokens in Redis, shared by every instance of a service, on a single
-//! primary or on Redis Cluster (feature `redis`).
+//! primary, on a primary found through Redis Sentinel, or on Redis Cluster (feature `redis`).
 //!
 //! ```no_run
 //! use std::convert::Infallible;
@@ -93,9 +93,9 @@
 //! * The bucket count is part of every token id: it cannot change without invalidating every token.
 //! * Replication is asynchronous, in a cluster as with a single primary and its replicas: a logout
 //!   acknowledged just before its primary fails can be lost with it, and the promoted replica then
-//!   still knows the revoked tokens. `min-replicas-to-write 1` with `min-replicas-max-lag` bounds
-//!   that window (a primary that lost its replica refuses writes, answered `503`); it does not close
-//!   it, and the store does not `WAIT` for replicas. By default (`cluster-require-full-coverage yes`) the whole cluster refuses
+//!   still knows the revoked tokens, unless the store [waits for replicas](#durable-revocations)
+//!   (`WAIT` on the primary that owns the user's slot). By default
+//!   (`cluster-require-full-coverage yes`) the whole cluster refuses
 //!   requests for the second or so between a primary being marked failed and its replica taking
 //!   over; the store retries those within the command timeout.
 //! * A single-primary deployment moves to a cluster by copying every key under the prefix
@@ -104,6 +104,75 @@
 //!   starts again at 1 makes logins in that bucket skip every taken number, one attempt at a time.
 //!   The reverse move works the same way.
 //! * A key prefix may not contain `{` or `}`.
+//!
+//! # Redis Sentinel
+//!
+//! `RedisStore::connect("redis-sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster/0")` asks the
+//! Sentinels (the first that answers) for the primary of `mymaster`, checks with `ROLE` that it is
+//! one, and keeps one multiplexed connection to it. When a request finds that connection broken,
+//! refused, silent for the [command timeout](RedisStore::command_timeout), or answering `READONLY`
+//! (a demoted primary), that request fails (`503`) and the next one asks the Sentinels again: after
+//! a failover the store follows the promoted replica without a restart. While Sentinel has no
+//! primary to name (the second or so of the election), requests answer `503`, never `401` for a
+//! valid token nor `200` for a revoked one (`tests/redis_sentinel.rs`).
+//!
+//! The store learns of a failover from its own requests: it does not subscribe to Sentinel's
+//! `+switch-master`. An old primary that is cut off from Sentinel but still reachable by this
+//! instance, and not yet demoted, keeps being used until it is demoted or fails, and what it
+//! accepts meanwhile is lost when it rejoins as a replica; with
+//! [`wait_for_replicas`](RedisStore::wait_for_replicas) set to the number of replicas those writes
+//! are not acknowledged (the promoted replica no longer follows it), so no such logout answers `200`.
+//!
+//! # Durable revocations
+//!
+//! Redis replicates asynchronously: a write is acknowledged by the primary before any replica has it.
+//! A logout answered `200` whose revocation had not reached a replica is lost when that replica is
+//! promoted, and the revoked tokens work again. [`RedisStore::wait_for_replicas`]`(n, timeout)` closes
+//! that gap: every script that issues or revokes tokens (login and its session-limit evictions,
+//! refresh exchange, reuse detection, logout in every scope, session revocation, the password-change
+//! revocation, which is a logout) is sent with a `WAIT n timeout` in the same pipeline, on the same
+//! connection, to the primary that runs it (on a cluster, the primary of the user's slot). Fewer than
+//! `n` acknowledgements within `timeout` make the call fail with
+//! [`StoreErrorKind::NotAcknowledged`](crate::store::StoreErrorKind::NotAcknowledged): the
+//! [`LogoutService`](crate::LogoutService) and [`RefreshTokens`](crate::refresh::RefreshTokens)
+//! answer `503`, never `200`. The write stands on the primary, so a retry is safe: a retried logout
+//! revokes whatever is left (answering `200`), or finds its token already gone (`401`, when an earlier
+//! attempt was applied), or answers `503` again while fewer than `n` replicas are attached (after a
+//! failover, until the other replicas follow the new primary); once an answer other than `503` comes
+//! back, the token is revoked. A refresh exchange answered `503` this way did rotate on the primary,
+//! as after any lost response: a client retrying with the same refresh token meets reuse detection
+//! unless [`RefreshTokens::reuse_interval`](crate::refresh::RefreshTokens::reuse_interval) covers the
+//! retry.
+//!
+//! What it guarantees: once a revoking call returned `Ok` (a logout answered `200`), the revocation is
+//! in the memory of `n` replicas as well as the primary, and a failover that promotes one of those
+//! replicas keeps it. Sentinel and Redis Cluster promote the most up-to-date replica they can reach,
+//! so when the primary dies, the revocation survives whenever one of the replicas that acknowledged
+//! it is promoted, which is always the case with `n` equal to the number of replicas.
+//!
+//! What it does not: `WAIT` is not consensus. With `n` below the replica count, a failover can promote
+//! a replica that had not acknowledged yet. During a graceful failover (`SENTINEL FAILOVER`, or a
+//! primary cut off while still running) the old primary keeps accepting writes, and acknowledging
+//! them with the replicas not yet moved to the new one, until it is demoted: those writes are lost
+//! (with `n` equal to the replica count they are not acknowledged, since the promoted replica no
+//! longer replicates the old primary). A replica that acknowledged and then failed too takes the
+//! revocation with it: replicas hold it in memory, not on disk (Redis 7.2's `WAITAOF` would add an
+//! fsync on each replica, a disk write per logout; it is not used, the servers tested here are 7.0).
+//! Lookups never wait, and a write that failed its `WAIT` is applied on the primary and visible to
+//! lookups meanwhile (as with any timed-out write).
+//!
+//! The cost is one replication round trip per write: about 0.1 ms per logout at the median on loopback
+//! (`BENCHMARKS.md`); in a real deployment, the network latency to the `n`-th fastest replica. While
+//! fewer than `n` replicas are connected, every login and logout answers `503`: `n` below the replica
+//! count rides out the loss of one replica, `n` equal to it closes more of the windows above. Pick by
+//! which failure you would rather see: logins refused, or a logout undone.
+//!
+//! A local cache of token lookups (keeping revocations immediate across instances by its own means)
+//! can only be as durable as the store under it: a revocation the store loses in a failover is lost
+//! for cached and uncached lookups alike, and the cache would then rebuild the lost token from the
+//! store. With `wait_for_replicas` the store keeps an acknowledged revocation across a failover that
+//! promotes a replica that acknowledged it (see above), and a cache that evicts on revocation and serves only while its invalidation channel is alive
+//! (reconnecting, and flushing, when the primary changes) inherits that guarantee unchanged.
 //!
 //! # Trade-offs
 //!
@@ -126,7 +195,9 @@
 mod connection;
 mod decode;
 mod layout;
+mod replicas;
 mod scripts;
+mod sentinel;
 
 use std::fmt;
 use std::future::Future;
@@ -140,6 +211,8 @@ use redis::{Cmd, RedisError, Script, Value};
 use self::connection::Connection;
 use self::decode::{field, to_millis, Reader};
 use self::layout::{bucket_of, member, parse_member, Keys, Slot, MAX_SEQ};
+use self::replicas::{Acknowledged, ReplicaAck};
+use self::sentinel::{SentinelConnection, SentinelUrl};
 use super::{StoreError, StoreFuture, TokenStore};
 use crate::session::{
     ExchangeDecision, ExchangeOutcome, ExchangedSession, NewSecret, NewSession, OnReuse, RefreshExchange,
@@ -182,16 +255,27 @@ pub struct RedisStore {
     keys: Arc<Keys>,
     timeout: Duration,
     expiry_grace: Duration,
+    replicas: Option<ReplicaAck>,
 }
 
 impl RedisStore {
     /// Connects to Redis and waits until the connection is up, at most [`DEFAULT_COMMAND_TIMEOUT`].
     ///
     /// `url` is one server (`redis://[:password@]host:port/db`; `rediss://` needs the redis crate's
-    /// TLS features), or a comma-separated list of Redis Cluster seed nodes
-    /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`), as [`connect_cluster`](Self::connect_cluster).
-    /// A refused connection fails at once, with its cause. Must be called within a Tokio runtime.
+    /// TLS features), a comma-separated list of Redis Cluster seed nodes
+    /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`), as [`connect_cluster`](Self::connect_cluster),
+    /// or the Sentinels of a primary and its replicas:
+    /// `redis-sentinel://[[user]:password@]host:port[,host:port...]/MASTER_NAME[/DB]` (the credentials
+    /// are the primary's, taken literally; the Sentinels are asked without). With Sentinel the store
+    /// asks the Sentinels for the primary, checks its role, and asks again after a failover (see
+    /// [Sentinel](self#redis-sentinel)). A refused connection fails at once, with its cause. Must be
+    /// called within a Tokio runtime.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with(sentinel::SCHEME) {
+            let url = SentinelUrl::parse(url)?;
+            let conn = SentinelConnection::connect(&url, DEFAULT_COMMAND_TIMEOUT).await?;
+            return Ok(Self::with_connection(Connection::Sentinel(conn)));
+        }
         if url.contains(',') {
             return Self::connect_cluster(&url.split(',').collect::<Vec<_>>()).await;
         }
@@ -214,6 +298,13 @@ impl RedisStore {
     pub fn connect_lazy(url: &str) -> Result<Self, StoreError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(StoreError::backend("RedisStore::connect_lazy must be called within a Tokio runtime"));
+        }
+        if url.starts_with(sentinel::SCHEME) {
+            let url = SentinelUrl::parse(url)?;
+            return Ok(Self::with_connection(Connection::Sentinel(SentinelConnection::lazy(
+                &url,
+                DEFAULT_COMMAND_TIMEOUT,
+            )?)));
         }
         if url.contains(',') {
             let nodes: Vec<&str> = url.split(',').collect();
@@ -239,6 +330,7 @@ impl RedisStore {
             keys: Arc::new(Keys::new(DEFAULT_KEY_PREFIX.to_owned())),
             timeout: DEFAULT_COMMAND_TIMEOUT,
             expiry_grace: DEFAULT_EXPIRY_GRACE,
+            replicas: None,
         }
     }
 
@@ -259,6 +351,24 @@ impl RedisStore {
     /// several round trips (a logout of many sessions, a prune) bound each round trip.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        if let Connection::Sentinel(conn) = &mut self.conn {
+            conn.set_timeout(timeout);
+        }
+        self
+    }
+
+    /// Makes every write that issues or revokes tokens (login, refresh exchange and reuse detection,
+    /// logout in every scope, session revocation, the evictions of a session limit) wait until
+    /// `replicas` replicas acknowledged it (`WAIT`), at most `timeout`; `0` replicas (the default)
+    /// waits for none. A write not acknowledged in time fails with
+    /// [`StoreErrorKind::NotAcknowledged`](crate::store::StoreErrorKind::NotAcknowledged) and the
+    /// services answer `503`, never `200`: the write stands on the primary, and retrying is safe.
+    ///
+    /// Keep `timeout` below the [command timeout](Self::command_timeout), which bounds the write and
+    /// its wait together. Lookups never wait. See [durable revocations](self#durable-revocations) for
+    /// what this does and does not guarantee.
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replicas = (replicas > 0).then_some(ReplicaAck { replicas, timeout });
         self
     }
 
@@ -281,6 +391,11 @@ impl RedisStore {
         matches!(self.conn, Connection::Cluster(_))
     }
 
+    /// Whether this store finds its primary through Redis Sentinel.
+    pub fn is_sentinel(&self) -> bool {
+        matches!(self.conn, Connection::Sentinel(_))
+    }
+
     fn grace_ms(&self) -> i64 {
         i64::try_from(self.expiry_grace.as_millis()).unwrap_or(i64::MAX).min(FOREVER_MS)
     }
@@ -297,6 +412,7 @@ impl RedisStore {
             keys: Arc::clone(&self.keys),
             timeout: self.timeout,
             grace_ms: self.grace_ms(),
+            replicas: self.replicas,
         }))
     }
 }
@@ -306,6 +422,8 @@ impl fmt::Debug for RedisStore {
         // The connection info may hold a password: leave the connection out.
         f.debug_struct("RedisStore")
             .field("cluster", &self.is_cluster())
+            .field("sentinel", &self.is_sentinel())
+            .field("wait_for_replicas", &self.replicas.map(|r| (r.replicas, r.timeout)))
             .field("key_prefix", &self.keys.prefix())
             .field("command_timeout", &self.timeout)
             .field("expiry_grace", &self.expiry_grace)
@@ -359,6 +477,7 @@ struct Ops {
     keys: Arc<Keys>,
     timeout: Duration,
     grace_ms: i64,
+    replicas: Option<ReplicaAck>,
 }
 
 /// One bucket's index keys for one user.
@@ -412,6 +531,27 @@ impl Ops {
 
     async fn invoke(&mut self, invocation: &redis::ScriptInvocation<'_>) -> Result<Value, StoreError> {
         bounded(self.timeout, invocation.invoke_async::<Value>(&mut self.conn)).await
+    }
+
+    /// [`invoke`](Self::invoke) for a script that issues or revokes tokens: with
+    /// [`wait_for_replicas`](RedisStore::wait_for_replicas), its `WAIT` travels with it and a shortfall
+    /// is an error (see `replicas.rs`).
+    async fn invoke_acknowledged(&mut self, invocation: &redis::ScriptInvocation<'_>) -> Result<Value, StoreError> {
+        let Some(ack) = self.replicas else { return self.invoke(invocation).await };
+        let mut conn = Acknowledged::new(&mut self.conn, ack);
+        let result = tokio::time::timeout(self.timeout, invocation.invoke_async::<Value>(&mut conn)).await;
+        match result {
+            Err(_) => Err(StoreError::timeout()),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => match conn.unacknowledged() {
+                Some(acks) => Err(StoreError::not_acknowledged(format!(
+                    "acknowledged by {acks} of the {} replicas required within {:?}: applied on the primary but \
+                     a failover could undo it; safe to retry",
+                    ack.replicas, ack.timeout
+                ))),
+                None => Err(map_error(error)),
+            },
+        }
     }
 
     // -----------------------------------------------------------------------------------------------
@@ -525,7 +665,7 @@ impl Ops {
             invocation.arg(&arg[..]);
         }
         let what = || format!("storing session {session_key}");
-        let reply = decode::strings(self.invoke(&invocation).await?, &what)?;
+        let reply = decode::strings(self.invoke_acknowledged(&invocation).await?, &what)?;
         match reply.first().map(Vec::as_slice) {
             Some(b"ok") => Ok(Commit::Stored(tokens)),
             Some(b"full") => Ok(Commit::Full),
@@ -606,7 +746,7 @@ impl Ops {
                 ExchangeDecision::Reuse => {
                     let mut revoke = scripts::REVOKE_REUSED.prepare_invoke();
                     revoke.key(key).key(&user.by_creation).key(&user.by_deadline).arg(&version).arg(member(slot.seq));
-                    let revoked = decode::integer(&self.invoke(&revoke).await?, &what)?;
+                    let revoked = decode::integer(&self.invoke_acknowledged(&revoke).await?, &what)?;
                     let Ok(mut revoked) = u64::try_from(revoked) else { continue };
                     if exchange.on_reuse == OnReuse::RevokeAllSessions {
                         revoked += self.revoke(&current.user_id, Sessions::All).await?;
@@ -669,7 +809,7 @@ impl Ops {
             invocation.arg(&arg[..]);
         }
         let what = || format!("rotating session {key}");
-        Ok(decode::integer(&self.invoke(&invocation).await?, &what)? == 1)
+        Ok(decode::integer(&self.invoke_acknowledged(&invocation).await?, &what)? == 1)
     }
 
     // -----------------------------------------------------------------------------------------------
@@ -732,7 +872,13 @@ impl Ops {
             invocation.arg(&m[..]);
         }
         let what = || format!("revoking sessions of {}", user.by_creation);
-        let reply = decode::array(self.invoke(&invocation).await?, &what)?;
+        // A call without sessions only reads the first page (and drops expired members): nothing to wait for.
+        let reply = if members.is_empty() {
+            self.invoke(&invocation).await?
+        } else {
+            self.invoke_acknowledged(&invocation).await?
+        };
+        let reply = decode::array(reply, &what)?;
         let [revoked, cutoff_reply, kept, page]: [Value; 4] =
             reply.try_into().map_err(|_| StoreError::corrupt(format!("{}: unexpected reply", what())))?;
         let revoked = u64::try_from(decode::integer(&revoked, &what)?).unwrap_or(0);
@@ -1015,12 +1161,17 @@ mod tests {
 
     #[tokio::test]
     async fn debug_output_never_shows_the_connection_or_its_password() {
-        for url in ["redis://:hunter2@127.0.0.1:1/0", "redis://:hunter2@127.0.0.1:1,redis://:hunter2@127.0.0.1:2"] {
+        for url in [
+            "redis://:hunter2@127.0.0.1:1/0",
+            "redis://:hunter2@127.0.0.1:1,redis://:hunter2@127.0.0.1:2",
+            "redis-sentinel://:hunter2@127.0.0.1:1,127.0.0.1:2/mymaster/0",
+        ] {
             let store = RedisStore::connect_lazy(url).unwrap().key_prefix("app:");
             let debug = format!("{store:?}");
             assert!(!debug.contains("hunter2") && !debug.contains("127.0.0.1"), "{debug}");
             assert!(debug.contains("app:"), "{debug}");
-            assert_eq!(store.is_cluster(), url.contains(','));
+            assert_eq!(store.is_cluster(), url.starts_with("redis://") && url.contains(','));
+            assert_eq!(store.is_sentinel(), url.starts_with("redis-sentinel://"));
         }
     }
 

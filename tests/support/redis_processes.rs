@@ -1,0 +1,196 @@
+//! Private `redis-server` processes for the high-availability tests (`tests/redis_sentinel.rs`, the
+//! durability test of `tests/redis_cluster.rs`): a primary, its replicas and a Sentinel on loopback
+//! ports 7400-7459, each in a temporary directory, stopped by pid when dropped. Freezing (`SIGSTOP`)
+//! and killing (`SIGKILL`) a node are what the tests do to it.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use super::redis::connection;
+
+/// Whether `redis-server` can run here; prints the `skipped:` line when it cannot.
+pub fn redis_server_available() -> bool {
+    let ok = Command::new("redis-server").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        println!("skipped: redis-server is not on PATH");
+    }
+    ok
+}
+
+/// A free loopback port in 7400-7459, never the same twice in one test process.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    for _ in 0..60 {
+        let port = 7400 + NEXT.fetch_add(1, Ordering::Relaxed) % 60;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 127.0.0.1:7400-7459")
+}
+
+/// One `redis-server` process (a primary, a replica or a Sentinel).
+pub struct RedisProcess {
+    pub port: u16,
+    child: Option<Child>,
+    dir: PathBuf,
+    role: &'static str,
+}
+
+impl RedisProcess {
+    /// A primary on a free port.
+    pub fn primary() -> Self {
+        Self::start("primary", &[])
+    }
+
+    /// A replica of `primary`.
+    pub fn replica_of(primary: &RedisProcess) -> Self {
+        Self::start("replica", &["--replicaof", "127.0.0.1", &primary.port.to_string()])
+    }
+
+    /// A Sentinel watching `primary` as `master`, alone in its quorum, with the shortest practical
+    /// timings: down after 1 s, so a failover completes in a few seconds.
+    pub fn sentinel(master: &str, primary: &RedisProcess) -> Self {
+        let port = free_port();
+        let dir = temp_dir("sentinel", port);
+        let config = dir.join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor {master} 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds {master} 1000\n\
+                 sentinel failover-timeout {master} 5000\n\
+                 sentinel parallel-syncs {master} 2\n",
+                dir.display(),
+                primary.port
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .arg(&config)
+            .arg("--sentinel")
+            .stdout(Stdio::from(std::fs::File::create(dir.join("log")).unwrap()))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel starts");
+        let process = Self { port, child: Some(child), dir, role: "sentinel" };
+        process.wait_up();
+        process
+    }
+
+    fn start(role: &'static str, extra: &[&str]) -> Self {
+        let port = free_port();
+        let dir = temp_dir(role, port);
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            // Replicas always accept a full resync quickly (no disk).
+            .args(["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"])
+            .args(extra)
+            .stdout(Stdio::from(std::fs::File::create(dir.join("log")).unwrap()))
+            .stderr(Stdio::null());
+        let child = command.spawn().expect("redis-server starts");
+        let process = Self { port, child: Some(child), dir, role };
+        process.wait_up();
+        process
+    }
+
+    fn wait_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "{} on port {} did not start: {}", self.role, self.port, self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Freezes the process (`SIGSTOP`): it keeps its sockets but answers nothing.
+    pub fn freeze(&self) {
+        signal("STOP", self.pid());
+    }
+
+    /// Resumes a frozen process (`SIGCONT`).
+    pub fn resume(&self) {
+        signal("CONT", self.pid());
+    }
+
+    /// Kills the process at once (`SIGKILL`): nothing it holds is saved or sent.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The server's log (to explain a failure).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    /// Cuts every replication link of this primary (`CLIENT KILL TYPE replica`): a frozen replica still
+    /// receives the stream into its socket buffer, so freezing alone would lose nothing.
+    pub async fn cut_replicas(&self) {
+        let mut conn = connection(&self.url()).await;
+        let _: i64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("replica").query_async(&mut conn).await.unwrap();
+    }
+
+    /// Waits (at most 10 s) until `replicas` replicas are connected and in sync with this primary.
+    pub async fn wait_for_replicas(&self, replicas: usize) {
+        let mut conn = connection(&self.url()).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let acked: i64 = redis::cmd("WAIT").arg(replicas).arg(200).query_async(&mut conn).await.unwrap();
+            if acked >= replicas as i64 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "only {acked} of {replicas} replicas in sync with port {}", self.port);
+        }
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // A frozen process must be resumed to die cleanly (SIGKILL works anyway; this keeps its
+            // sockets from lingering).
+            signal("CONT", child.id());
+        }
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn signal(name: &str, pid: u32) {
+    let status = Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status().unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+fn temp_dir(role: &str, port: u16) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tta-{role}-{}-{port}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The address Sentinel `sentinel` names for `master`, as `host:port`.
+pub async fn sentinel_master(sentinel: &RedisProcess, master: &str) -> Option<String> {
+    let mut conn = connection(&sentinel.url()).await;
+    let addr: Option<(String, String)> =
+        redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(master).query_async(&mut conn).await.ok()?;
+    addr.map(|(host, port)| format!("{host}:{port}"))
+}
