@@ -101,14 +101,14 @@ mod redis_stores {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_store_catches_every_thief_chain() {
         let Some(url) = url_from_env("TOWER_TOKEN_AUTH_REDIS_URL") else { return };
-        let store = RedisStore::connect(&url).await.unwrap().key_prefix(&prefix("thief"));
+        let store = RedisStore::connect(&url).await.unwrap().key_prefix(prefix("thief"));
         attack("RedisStore", store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_cluster_store_catches_every_thief_chain() {
         let Some(seeds) = url_from_env("TOWER_TOKEN_AUTH_REDIS_CLUSTER_URL") else { return };
-        let store = RedisStore::connect(&seeds).await.unwrap().key_prefix(&prefix("thief"));
+        let store = RedisStore::connect(&seeds).await.unwrap().key_prefix(prefix("thief"));
         assert!(store.is_cluster());
         attack("RedisStore on the cluster", store).await;
     }
