@@ -17,8 +17,8 @@
 //! |---|---|---|
 //! | `POST /api/v1/auth/login` `{"email","password","device_name"?}` | - | a token pair (a new session), `401`, `413` or `422` |
 //! | `POST /api/v1/auth/refresh` | refresh token | a new pair in the same session; a reused refresh token revokes that session |
-//! | `GET /api/v1/auth/sessions` | access token | the user's sessions (devices), newest first, the current one marked |
-//! | `DELETE /api/v1/auth/sessions/{id}` | access token | revokes that device (access and refresh token) |
+//! | `GET /api/v1/auth/sessions` | access token | the user's sessions (devices), newest first, the current one marked (the crate's `SessionListService`) |
+//! | `DELETE /api/v1/auth/sessions/{id}` | access token | revokes that device, access and refresh token; `404` for any other id (the crate's `RevokeSessionService`) |
 //! | `POST /api/v1/auth/logout[?scope=global\|local\|others]` | access token | every session (default), this one, or the others (the crate's `LogoutService`) |
 //! | `POST /api/v1/auth/password` `{"current_password","password"}` | access token | sets the password, revokes every session, answers a fresh pair |
 //! | `GET /api/v1/auth/status` | access token | the user and the token (timestamps in unix seconds) |
@@ -37,11 +37,11 @@ use std::time::{Duration, SystemTime};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use clap::Parser;
 use serde::Serialize;
@@ -53,9 +53,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tower_token_auth::refresh::{NewPair, RefreshTokens, TokenPair};
 use tower_token_auth::user::{CurrentUser, CurrentUserLayer, LoadUser};
-use tower_token_auth::{
-    AuthenticatedToken, MemoryStore, Rejection, SessionId, TokenAuthLayer, TokenStore, TokenStoreExt, UserId,
-};
+use tower_token_auth::{AuthenticatedToken, MemoryStore, Rejection, TokenAuthLayer, TokenStore, TokenStoreExt, UserId};
 use tracing::Level;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -279,8 +277,9 @@ fn router(app: App, auth: TokenAuthLayer<Arc<dyn TokenStore>>) -> Router {
         .route("/api/v1/auth/refresh", post(refresh))
         // The crate's service implements the logout contract, with `?scope=`; it answers 405 itself.
         .route_service("/api/v1/auth/logout", auth.logout_service().scope_from_query())
-        .route("/api/v1/auth/sessions", get(sessions).route_layer(protected.clone()))
-        .route("/api/v1/auth/sessions/{id}", delete(revoke_session).route_layer(protected.clone()))
+        // The device list and "revoke that device" are the crate's services too: no handler code.
+        .route_service("/api/v1/auth/sessions", auth.session_list_service())
+        .route_service("/api/v1/auth/sessions/{id}", auth.revoke_session_service())
         .route("/api/v1/auth/password", post(change_password).route_layer(protected.clone()))
         .route("/api/v1/auth/status", get(status).route_layer(protected.clone()))
         .route("/api/v1/user", get(current_user).route_layer(protected))
@@ -335,69 +334,17 @@ async fn login(State(app): State<App>, body: Result<Json<Value>, JsonRejection>)
         return invalid_credentials();
     }
     tracing::info!(user.id = user.id, session.id = %pair.session_id(), device = %login.device_name, "logged in");
-    token_pair(&pair, &app)
+    token_pair(&pair)
 }
 
 /// `POST /api/v1/auth/refresh`: exchanges a refresh token (once) for a new pair in the same session.
 async fn refresh(State(app): State<App>, headers: HeaderMap) -> Response {
     match app.tokens.exchange(&headers).await {
-        Ok(pair) => token_pair(&pair, &app),
+        Ok(pair) => token_pair(&pair),
         Err(error) => {
             tracing::info!(%error, "refresh refused");
             reject(error.rejection())
         }
-    }
-}
-
-/// One entry of `GET /api/v1/auth/sessions`.
-#[derive(Serialize)]
-struct SessionEntry {
-    id: SessionId,
-    name: String,
-    created_at: u64,
-    last_used_at: Option<u64>,
-    expires_at: Option<u64>,
-    current: bool,
-}
-
-/// `GET /api/v1/auth/sessions`: the user's live sessions (devices), newest first, the presenting one
-/// marked `current`.
-async fn sessions(State(app): State<App>, Extension(token): Extension<AuthenticatedToken>) -> Response {
-    let listed = match app.tokens.store().list_sessions(token.user_id()).await {
-        Ok(listed) => listed,
-        Err(error) => return reject(Rejection::from(error)),
-    };
-    let now = SystemTime::now();
-    let data: Vec<SessionEntry> = listed
-        .into_iter()
-        .filter(|session| !session.is_expired(now))
-        .map(|session| SessionEntry {
-            id: session.id,
-            name: session.name.to_string(),
-            created_at: unix_seconds(session.created_at),
-            last_used_at: session.last_used_at.map(unix_seconds),
-            expires_at: session.expires_at.map(unix_seconds),
-            current: session.id == token.session_id(),
-        })
-        .collect();
-    Json(json!({ "data": data })).into_response()
-}
-
-/// `DELETE /api/v1/auth/sessions/{id}`: revokes one of the user's own sessions, both its tokens. Any id
-/// that is not one of them (unknown, revoked, another user's, not a number) is `404`.
-async fn revoke_session(
-    State(app): State<App>,
-    Extension(token): Extension<AuthenticatedToken>,
-    Path(id): Path<String>,
-) -> Response {
-    let Ok(id) = id.parse::<SessionId>() else { return not_found().await };
-    match app.tokens.store().revoke_session(token.user_id(), id).await {
-        Ok(true) => {
-            tracing::info!(user.id = %token.user_id(), session.id = %id, "session revoked");
-            message(StatusCode::OK, "Session revoked")
-        }
-        Ok(false) => not_found().await,
-        Err(error) => reject(Rejection::from(error)),
     }
 }
 
@@ -441,7 +388,7 @@ async fn change_password(
     };
     tracing::info!(user.id = user.id, revoked, "password changed; every session revoked");
     match app.tokens.issue_pair(NewPair::new(user.id).name("password change")).await {
-        Ok(pair) => token_pair(&pair, &app),
+        Ok(pair) => token_pair(&pair),
         Err(error) => reject(Rejection::from(error)),
     }
 }
@@ -452,19 +399,8 @@ async fn status(
     Extension(CurrentUser(user)): Extension<CurrentUser<User>>,
     Extension(token): Extension<AuthenticatedToken>,
 ) -> Response {
-    Json(json!({
-        "authenticated": true,
-        "user": user,
-        "token": {
-            "id": token.token_id(),
-            "session_id": token.session_id(),
-            "name": token.name(),
-            "abilities": token.abilities(),
-            "expires_at": token.expires_at().map(unix_seconds),
-            "created_at": unix_seconds(token.created_at()),
-        },
-    }))
-    .into_response()
+    // The token's serde shape: id, session_id, user_id, kind, name, abilities and times in unix seconds.
+    Json(json!({ "authenticated": true, "user": user, "token": token })).into_response()
 }
 
 /// `GET /api/v1/user`: the authenticated user, like Laravel's `$request->user()`.
@@ -638,19 +574,10 @@ fn invalid_credentials() -> Response {
     response
 }
 
-/// The login and refresh answer. `Cache-Control: no-store`, as OAuth 2 asks of token responses.
-fn token_pair(pair: &TokenPair, app: &App) -> Response {
-    let body = Json(json!({
-        "access_token": pair.access.plain_text.expose(),
-        "refresh_token": pair.refresh.plain_text.expose(),
-        "token_type": "Bearer",
-        "expires_in": app.tokens.access_token_ttl().map(|ttl| ttl.as_secs()),
-    }));
-    ([(CACHE_CONTROL, HeaderValue::from_static("no-store"))], body).into_response()
-}
-
-fn unix_seconds(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+/// The login and refresh answer, the pair's serde shape (`access_token`, `refresh_token`, `token_type`,
+/// `expires_in`, `session_id`). `Cache-Control: no-store`, as OAuth 2 asks of token responses.
+fn token_pair(pair: &TokenPair) -> Response {
+    ([(CACHE_CONTROL, HeaderValue::from_static("no-store"))], Json(pair)).into_response()
 }
 
 fn hash_password(password: &str) -> Result<String, BoxError> {

@@ -582,6 +582,8 @@ async fn unknown_paths_get_404_and_wrong_methods_405_json_without_auth() {
         (Method::POST, "/api/v1/auth/status", "GET,HEAD"),
         (Method::DELETE, "/api/v1/user", "GET,HEAD"),
         (Method::DELETE, "/api/v1/auth/logout", "POST"),
+        (Method::POST, "/api/v1/auth/sessions", "GET,HEAD"),
+        (Method::GET, "/api/v1/auth/sessions/1", "DELETE"),
     ] {
         let reply = server.send(method.clone(), path, None).await;
         reply.assert_message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.");

@@ -300,6 +300,35 @@ pub(crate) enum Started {
     Pending(Lookup),
 }
 
+/// The caller of an endpoint (the device services): `known`, the token a [`TokenAuth`](super::TokenAuth)
+/// in front of it put in the extensions, or else the request authenticated here, counted in the same
+/// metrics as the layer's requests.
+pub(crate) fn authenticate<St: TokenStore>(
+    config: &Arc<Config<St>>,
+    headers: &HeaderMap,
+    known: Option<AuthenticatedToken>,
+) -> impl Future<Output = Result<AuthenticatedToken, Failure>> + Send + 'static {
+    let started = record::Started::now();
+    // Authenticated before (by a layer in front): nothing to do or to count.
+    let start = match known {
+        Some(token) => Err(token),
+        None => Ok(config.start_at(headers, started)),
+    };
+    let config = Arc::clone(config);
+    async move {
+        let result = match start {
+            Err(known) => return Ok(known),
+            Ok(Started::Done(result)) => result,
+            Ok(Started::Pending(mut lookup)) => {
+                let found = std::future::poll_fn(|cx| lookup.poll_lookup(cx)).await;
+                config.finish(&lookup.digest, found)
+            }
+        };
+        config.observe(&tracing::Span::none(), started, &result);
+        result
+    }
+}
+
 impl<St: TokenStore> Config<St> {
     /// Records a decision: the metrics, and the span's fields.
     #[inline]
