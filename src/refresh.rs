@@ -444,6 +444,7 @@ impl<St: TokenStore> RefreshTokens<St> {
             ExchangeOutcome::Reused { user_id, session_id, revoked } => {
                 record::refresh_exchanges("reused", 1);
                 record::refresh_reuse_detected(1);
+                record::revoked(store, "reuse", revoked);
                 crate::observability::audit::refresh_reuse(&user_id, session_id, token_id, revoked);
                 Err(RefreshError::Reused { user_id, session_id, revoked })
             }

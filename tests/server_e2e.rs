@@ -800,4 +800,10 @@ async fn metrics_are_served_in_prometheus_text() {
     assert!(count(r#"result="success""#).is_some_and(|n| n >= 1), "{text}");
     assert!(count(r#"result="failure",reason="mismatch""#).is_some_and(|n| n >= 1), "{text}");
     assert!(!text.contains(&tokens.access), "no token in the metrics");
+    assert!(text.contains("# HELP tower_token_auth_sign_ins_total "), "described: {text}");
+    assert!(text.contains("# TYPE tower_token_auth_authenticate_duration_seconds histogram"), "{text}");
+    assert!(
+        text.contains(r#"tower_token_auth_authenticate_duration_seconds_bucket{result="success",le="1"}"#),
+        "{text}"
+    );
 }

@@ -85,6 +85,20 @@ pub enum StoreErrorKind {
     SessionLimit,
 }
 
+impl StoreErrorKind {
+    /// The `kind` label of the store error metrics.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            StoreErrorKind::Backend => "backend",
+            StoreErrorKind::Timeout => "timeout",
+            StoreErrorKind::Corrupt => "corrupt",
+            StoreErrorKind::Random => "random",
+            StoreErrorKind::InvalidInput => "invalid_input",
+            StoreErrorKind::SessionLimit => "session_limit",
+        }
+    }
+}
+
 impl StoreError {
     /// A backend error wrapping `source`.
     pub fn backend(source: impl Into<BoxError>) -> Self {
@@ -194,6 +208,31 @@ impl<T> StoreFuture<T> {
 
 // The ready value is never pinned in place, and the pending future is boxed.
 impl<T> Unpin for StoreFuture<T> {}
+
+impl<T: Send + 'static> StoreFuture<T> {
+    /// Runs `f` on the success value once it is known, keeping a ready future ready.
+    pub(crate) fn inspect_ok(self, f: impl FnOnce(&T) + Send + 'static) -> Self {
+        match self.try_take_ready() {
+            Ok(result) => StoreFuture::ready(result.inspect(f)),
+            Err(pending) => StoreFuture::new(async move { pending.await.inspect(f) }),
+        }
+    }
+}
+
+/// What every store of the crate returns from [`TokenStore::revoke_sessions`]: the revocation, counted
+/// in the [metrics](crate::observability) where it happens, whoever asked for it.
+pub(crate) fn counted_revocation(
+    store: &'static str,
+    sessions: Sessions,
+    revoke: StoreFuture<u64>,
+) -> StoreFuture<u64> {
+    let label = match sessions {
+        Sessions::All => "all",
+        Sessions::Only(_) => "only",
+        Sessions::AllExcept(_) => "all_except",
+    };
+    revoke.inspect_ok(move |tokens| crate::observability::record::revoked(store, label, *tokens))
+}
 
 impl<T> Future for StoreFuture<T> {
     type Output = Result<T, StoreError>;
