@@ -24,6 +24,8 @@
 //! | `GET /api/v1/auth/status` | access token | the user and the token (timestamps in unix seconds) |
 //! | `GET /api/v1/user` | access token | the user |
 //!
+//! | `GET /openapi.json` | - | this API's OpenAPI 3.1 document (`examples/openapi.json`) |
+//!
 //! Anything else is a JSON `404` or `405`. Request logs go to stderr (`RUST_LOG`, default `info`); at
 //! `debug` they include request headers, with `Authorization` redacted.
 //!
@@ -273,6 +275,7 @@ fn router(app: App, auth: TokenAuthLayer<Arc<dyn TokenStore>>) -> Router {
     let protected = ServiceBuilder::new().layer(auth.clone()).layer(CurrentUserLayer::new(app.clone()));
     Router::new()
         .route("/healthz", get(health))
+        .route("/openapi.json", get(openapi))
         .route("/api/v1/auth/login", post(login))
         .route("/api/v1/auth/refresh", post(refresh))
         // The crate's service implements the logout contract, with `?scope=`; it answers 405 itself.
@@ -305,6 +308,15 @@ fn router(app: App, auth: TokenAuthLayer<Arc<dyn TokenStore>>) -> Router {
 /// `GET /healthz`: a public liveness probe (and the unauthenticated baseline for load tests).
 async fn health() -> Response {
     Json(json!({"status": "ok"})).into_response()
+}
+
+/// The OpenAPI 3.1 document of this API (`examples/openapi.json`). CI runs Schemathesis against the
+/// running server with it, and `tests/server_e2e.rs` checks each operation's answers, so it cannot drift.
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /openapi.json`: the API's OpenAPI document.
+async fn openapi() -> Response {
+    ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], OPENAPI).into_response()
 }
 
 /// `POST /api/v1/auth/login`: checks the password and issues an access/refresh pair: a new session.
@@ -455,7 +467,7 @@ impl LoginRequest {
             Some(email) if !is_email(email) => {
                 errors.push(("email", "The email field must be a valid email address.".into()))
             }
-            Some(email) if email.len() > 255 => errors.push(("email", too_long("email"))),
+            Some(email) if email.chars().count() > 255 => errors.push(("email", too_long("email"))),
             _ => {}
         }
         let password = string_field(&fields, "password", true, &mut errors);

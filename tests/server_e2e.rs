@@ -807,3 +807,45 @@ async fn metrics_are_served_in_prometheus_text() {
         "{text}"
     );
 }
+
+/// The OpenAPI document served at `/openapi.json` is `examples/openapi.json`, and every operation in it
+/// exists and answers, without credentials and with an access token, only statuses it documents (with
+/// the documented `WWW-Authenticate` on 401s). Schemathesis checks the rest in CI (`.ci/schemathesis.sh`).
+#[tokio::test]
+async fn the_openapi_document_describes_the_running_server() {
+    let server = Server::start(&[]);
+    let served = server.get("/openapi.json", None).await;
+    assert_eq!(served.status, StatusCode::OK);
+    let document: Value = serde_json::from_str(include_str!("../examples/openapi.json")).unwrap();
+    assert_eq!(served.json(), document, "the served document is examples/openapi.json");
+    assert_eq!(document["openapi"], "3.1.0");
+    assert_eq!(document["components"]["securitySchemes"]["bearerAuth"]["scheme"], "bearer");
+
+    let tokens = server.login(DEMO_EMAIL, DEMO_PASSWORD, "laptop").await;
+    let mut operations = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            operations.push((path.replace("{id}", "18446744073709551615"), method.to_uppercase(), operation.clone()));
+        }
+    }
+    // Logging out revokes the token the other operations use: last.
+    operations.sort_by_key(|(path, _, _)| path.ends_with("/logout"));
+    assert_eq!(operations.len(), 10, "every route of the server is documented");
+    for (path, method, operation) in &operations {
+        let secured = operation["security"] != json!([]);
+        for bearer in [None, Some(tokens.access.as_str())] {
+            let reply = server.send(Method::from_bytes(method.as_bytes()).unwrap(), path, bearer).await;
+            let documented = &operation["responses"][reply.status.as_str()];
+            assert!(!documented.is_null(), "{method} {path} answered an undocumented {}: {}", reply.status, reply.body);
+            if secured && bearer.is_none() {
+                assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {path} without credentials");
+            }
+            if reply.status == StatusCode::UNAUTHORIZED {
+                assert!(
+                    !reply.header(WWW_AUTHENTICATE.as_str()).is_empty(),
+                    "{method} {path}: 401 without a challenge"
+                );
+            }
+        }
+    }
+}
