@@ -1,13 +1,13 @@
 //! Device management endpoints as tower services: list the caller's sessions, revoke one of them.
 //!
 //! A session is a device (see [`session`](crate::session)). Every app with refresh tokens ends up with
-//! the same page of handlers; these are them, framework-neutral like [`LogoutService`]:
+//! the same page of handlers; these are them, framework-neutral like [`LogoutService`](crate::LogoutService):
 //!
 //! | route (suggested) | service | answer |
 //! |---|---|---|
 //! | `GET /api/v1/auth/sessions` | [`SessionListService`] | `200` `{"data":[{..session.., "current":true}, ..]}`: the caller's live sessions, newest first |
 //! | `DELETE /api/v1/auth/sessions/{id}` | [`RevokeSessionService`] | `200` `{"message":"Session revoked"}`; `404` `{"message":"Not found."}` for any id that is not one of the caller's live sessions (another user's, unknown, revoked, malformed) |
-//! | `POST /api/v1/auth/logout?scope=others` | [`LogoutService`] with [`LogoutScope::Others`](crate::LogoutScope::Others) | log out every other device |
+//! | `POST /api/v1/auth/logout?scope=others` | [`LogoutService`](crate::LogoutService) with [`LogoutScope::Others`](crate::LogoutScope::Others) | log out every other device |
 //!
 //! Each entry of the list is a [`SessionSummary`] in its serde shape (times in unix seconds) plus
 //! `current`, true for the session of the token that made the request:
@@ -16,10 +16,10 @@
 //! [`RevokeSessionService`] takes the session id from the **last segment of the request path**, so it
 //! works under any router: mount it on `/sessions/{id}` (axum), or anywhere whose path ends in the id.
 //! The owner check and the revocation are one store operation
-//! ([`TokenStore::revoke_sessions`](crate::TokenStore::revoke_sessions)): a user can never revoke another
+//! ([`TokenStore::revoke_sessions`]): a user can never revoke another
 //! user's session, and cannot tell another user's session from a missing one.
 //!
-//! Like [`LogoutService`], both use the request's [`AuthenticatedToken`] when mounted behind
+//! Like [`LogoutService`](crate::LogoutService), both use the request's [`AuthenticatedToken`] when mounted behind
 //! [`TokenAuthLayer`](crate::TokenAuthLayer), and authenticate the request themselves otherwise; a
 //! failing store is `503`, a wrong method `405` (with `Allow`).
 //!

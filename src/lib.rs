@@ -83,6 +83,9 @@ pub mod extract;
 pub mod header;
 pub mod logout;
 pub mod observability;
+#[cfg(feature = "utoipa")]
+#[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
+pub mod openapi;
 pub mod refresh;
 pub mod response;
 pub mod session;
