@@ -18,12 +18,14 @@
 //! |---|---|---|
 //! | `POST /api/v1/auth/login` `{"email","password","device_name"?}` | - | a token pair (a new session), `401`, `413` or `422` |
 //! | `POST /api/v1/auth/refresh` | refresh token | a new pair in the same session; a reused refresh token revokes that session |
-//! | `GET /api/v1/auth/sessions` | access token | the user's sessions (devices), newest first, the current one marked |
-//! | `DELETE /api/v1/auth/sessions/{id}` | access token | revokes that device (access and refresh token) |
+//! | `GET /api/v1/auth/sessions` | access token | the user's sessions (devices), newest first, the current one marked (the crate's `SessionListService`) |
+//! | `DELETE /api/v1/auth/sessions/{id}` | access token | revokes that device, access and refresh token; `404` for any other id (the crate's `RevokeSessionService`) |
 //! | `POST /api/v1/auth/logout[?scope=global\|local\|others]` | access token | every session (default), this one, or the others (the crate's `LogoutService`) |
 //! | `POST /api/v1/auth/password` `{"current_password","password"}` | access token | sets the password, revokes every session, answers a fresh pair |
 //! | `GET /api/v1/auth/status` | access token | the user and the token (timestamps in unix seconds) |
 //! | `GET /api/v1/user` | access token | the user |
+//!
+//! | `GET /openapi.json` | - | this API's OpenAPI 3.1 document (`examples/openapi.json`) |
 //!
 //! Anything else is a JSON `404` or `405`. Request logs go to stderr (`RUST_LOG`, default `info`); at
 //! `debug` they include request headers, with `Authorization` redacted.
@@ -38,11 +40,11 @@ use std::time::{Duration, SystemTime};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use clap::Parser;
 use serde::Serialize;
@@ -54,9 +56,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tower_token_auth::refresh::{NewPair, RefreshTokens, TokenPair};
 use tower_token_auth::user::{CurrentUser, CurrentUserLayer, LoadUser};
-use tower_token_auth::{
-    AuthenticatedToken, MemoryStore, Rejection, SessionId, TokenAuthLayer, TokenStore, TokenStoreExt, UserId,
-};
+use tower_token_auth::{AuthenticatedToken, MemoryStore, Rejection, TokenAuthLayer, TokenStore, TokenStoreExt, UserId};
 use tracing::Level;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -287,12 +287,14 @@ fn router(app: App, auth: TokenAuthLayer<Arc<dyn TokenStore>>) -> Router {
     let protected = ServiceBuilder::new().layer(auth.clone()).layer(CurrentUserLayer::new(app.clone()));
     Router::new()
         .route("/healthz", get(health))
+        .route("/openapi.json", get(openapi))
         .route("/api/v1/auth/login", post(login))
         .route("/api/v1/auth/refresh", post(refresh))
         // The crate's service implements the logout contract, with `?scope=`; it answers 405 itself.
         .route_service("/api/v1/auth/logout", auth.logout_service().scope_from_query())
-        .route("/api/v1/auth/sessions", get(sessions).route_layer(protected.clone()))
-        .route("/api/v1/auth/sessions/{id}", delete(revoke_session).route_layer(protected.clone()))
+        // The device list and "revoke that device" are the crate's services too: no handler code.
+        .route_service("/api/v1/auth/sessions", auth.session_list_service())
+        .route_service("/api/v1/auth/sessions/{id}", auth.revoke_session_service())
         .route("/api/v1/auth/password", post(change_password).route_layer(protected.clone()))
         .route("/api/v1/auth/status", get(status).route_layer(protected.clone()))
         .route("/api/v1/user", get(current_user).route_layer(protected))
@@ -318,6 +320,15 @@ fn router(app: App, auth: TokenAuthLayer<Arc<dyn TokenStore>>) -> Router {
 /// `GET /healthz`: a public liveness probe (and the unauthenticated baseline for load tests).
 async fn health() -> Response {
     Json(json!({"status": "ok"})).into_response()
+}
+
+/// The OpenAPI 3.1 document of this API (`examples/openapi.json`). CI runs Schemathesis against the
+/// running server with it, and `tests/server_e2e.rs` checks each operation's answers, so it cannot drift.
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /openapi.json`: the API's OpenAPI document.
+async fn openapi() -> Response {
+    ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], OPENAPI).into_response()
 }
 
 /// `POST /api/v1/auth/login`: checks the password and issues an access/refresh pair: a new session.
@@ -347,69 +358,17 @@ async fn login(State(app): State<App>, body: Result<Json<Value>, JsonRejection>)
         return invalid_credentials();
     }
     tracing::info!(user.id = user.id, session.id = %pair.session_id(), device = %login.device_name, "logged in");
-    token_pair(&pair, &app)
+    token_pair(&pair)
 }
 
 /// `POST /api/v1/auth/refresh`: exchanges a refresh token (once) for a new pair in the same session.
 async fn refresh(State(app): State<App>, headers: HeaderMap) -> Response {
     match app.tokens.exchange(&headers).await {
-        Ok(pair) => token_pair(&pair, &app),
+        Ok(pair) => token_pair(&pair),
         Err(error) => {
             tracing::info!(%error, "refresh refused");
             reject(error.rejection())
         }
-    }
-}
-
-/// One entry of `GET /api/v1/auth/sessions`.
-#[derive(Serialize)]
-struct SessionEntry {
-    id: SessionId,
-    name: String,
-    created_at: u64,
-    last_used_at: Option<u64>,
-    expires_at: Option<u64>,
-    current: bool,
-}
-
-/// `GET /api/v1/auth/sessions`: the user's live sessions (devices), newest first, the presenting one
-/// marked `current`.
-async fn sessions(State(app): State<App>, Extension(token): Extension<AuthenticatedToken>) -> Response {
-    let listed = match app.tokens.store().list_sessions(token.user_id()).await {
-        Ok(listed) => listed,
-        Err(error) => return reject(Rejection::from(error)),
-    };
-    let now = SystemTime::now();
-    let data: Vec<SessionEntry> = listed
-        .into_iter()
-        .filter(|session| !session.is_expired(now))
-        .map(|session| SessionEntry {
-            id: session.id,
-            name: session.name.to_string(),
-            created_at: unix_seconds(session.created_at),
-            last_used_at: session.last_used_at.map(unix_seconds),
-            expires_at: session.expires_at.map(unix_seconds),
-            current: session.id == token.session_id(),
-        })
-        .collect();
-    Json(json!({ "data": data })).into_response()
-}
-
-/// `DELETE /api/v1/auth/sessions/{id}`: revokes one of the user's own sessions, both its tokens. Any id
-/// that is not one of them (unknown, revoked, another user's, not a number) is `404`.
-async fn revoke_session(
-    State(app): State<App>,
-    Extension(token): Extension<AuthenticatedToken>,
-    Path(id): Path<String>,
-) -> Response {
-    let Ok(id) = id.parse::<SessionId>() else { return not_found().await };
-    match app.tokens.store().revoke_session(token.user_id(), id).await {
-        Ok(true) => {
-            tracing::info!(user.id = %token.user_id(), session.id = %id, "session revoked");
-            message(StatusCode::OK, "Session revoked")
-        }
-        Ok(false) => not_found().await,
-        Err(error) => reject(Rejection::from(error)),
     }
 }
 
@@ -453,7 +412,7 @@ async fn change_password(
     };
     tracing::info!(user.id = user.id, revoked, "password changed; every session revoked");
     match app.tokens.issue_pair(NewPair::new(user.id).name("password change")).await {
-        Ok(pair) => token_pair(&pair, &app),
+        Ok(pair) => token_pair(&pair),
         Err(error) => reject(Rejection::from(error)),
     }
 }
@@ -464,19 +423,8 @@ async fn status(
     Extension(CurrentUser(user)): Extension<CurrentUser<User>>,
     Extension(token): Extension<AuthenticatedToken>,
 ) -> Response {
-    Json(json!({
-        "authenticated": true,
-        "user": user,
-        "token": {
-            "id": token.token_id(),
-            "session_id": token.session_id(),
-            "name": token.name(),
-            "abilities": token.abilities(),
-            "expires_at": token.expires_at().map(unix_seconds),
-            "created_at": unix_seconds(token.created_at()),
-        },
-    }))
-    .into_response()
+    // The token's serde shape: id, session_id, user_id, kind, name, abilities and times in unix seconds.
+    Json(json!({ "authenticated": true, "user": user, "token": token })).into_response()
 }
 
 /// `GET /api/v1/user`: the authenticated user, like Laravel's `$request->user()`.
@@ -531,7 +479,7 @@ impl LoginRequest {
             Some(email) if !is_email(email) => {
                 errors.push(("email", "The email field must be a valid email address.".into()))
             }
-            Some(email) if email.len() > 255 => errors.push(("email", too_long("email"))),
+            Some(email) if email.chars().count() > 255 => errors.push(("email", too_long("email"))),
             _ => {}
         }
         let password = string_field(&fields, "password", true, &mut errors);
@@ -650,19 +598,10 @@ fn invalid_credentials() -> Response {
     response
 }
 
-/// The login and refresh answer. `Cache-Control: no-store`, as OAuth 2 asks of token responses.
-fn token_pair(pair: &TokenPair, app: &App) -> Response {
-    let body = Json(json!({
-        "access_token": pair.access.plain_text.expose(),
-        "refresh_token": pair.refresh.plain_text.expose(),
-        "token_type": "Bearer",
-        "expires_in": app.tokens.access_token_ttl().map(|ttl| ttl.as_secs()),
-    }));
-    ([(CACHE_CONTROL, HeaderValue::from_static("no-store"))], body).into_response()
-}
-
-fn unix_seconds(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+/// The login and refresh answer, the pair's serde shape (`access_token`, `refresh_token`, `token_type`,
+/// `expires_in`, `session_id`). `Cache-Control: no-store`, as OAuth 2 asks of token responses.
+fn token_pair(pair: &TokenPair) -> Response {
+    ([(CACHE_CONTROL, HeaderValue::from_static("no-store"))], Json(pair)).into_response()
 }
 
 fn hash_password(password: &str) -> Result<String, BoxError> {
@@ -686,9 +625,17 @@ async fn password_matches(hashing: &Semaphore, hash: Arc<str>, password: String)
 /// Installs a Prometheus recorder and serves its text on `addr` at `/metrics`, in the background.
 #[cfg(feature = "metrics")]
 async fn serve_metrics(addr: &str) -> Result<(), BoxError> {
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    // Buckets make the durations Prometheus histograms (aggregatable across instances) rather than
+    // per-process summaries. Seconds: from 50 µs (an in-memory lookup) to 1 s (a store timing out).
+    const BUCKETS: &[f64] =
+        &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), BUCKETS)
+        .and_then(PrometheusBuilder::install_recorder)
         .map_err(|error| format!("cannot install the metrics recorder: {error}"))?;
+    // `# HELP` for every metric of the crate, from the first scrape on.
+    tower_token_auth::observability::describe_metrics();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|error| format!("cannot listen on --metrics-addr {addr}: {error}"))?;

@@ -124,6 +124,28 @@ impl fmt::Debug for AuthenticatedToken {
     }
 }
 
+/// The token as a handler shows it (serde): `{"id","session_id","user_id","kind","name","abilities",
+/// "created_at","expires_at","last_used_at"}`, times in unix seconds
+/// ([`unix_seconds`](crate::clock::unix_seconds)), `kind` `"access"` or `"refresh"`. Never the digest.
+impl serde::Serialize for AuthenticatedToken {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use crate::clock::unix_seconds;
+        use serde::ser::SerializeStruct;
+        let record = &self.record;
+        let mut s = serializer.serialize_struct("AuthenticatedToken", 9)?;
+        s.serialize_field("id", &record.id)?;
+        s.serialize_field("session_id", &record.session_id)?;
+        s.serialize_field("user_id", &record.user_id)?;
+        s.serialize_field("kind", if record.kind == TokenKind::Refresh { "refresh" } else { "access" })?;
+        s.serialize_field("name", &record.name)?;
+        s.serialize_field("abilities", &record.abilities)?;
+        s.serialize_field("created_at", &unix_seconds(record.created_at))?;
+        s.serialize_field("expires_at", &record.expires_at.map(unix_seconds))?;
+        s.serialize_field("last_used_at", &record.last_used_at.map(unix_seconds))?;
+        s.end()
+    }
+}
+
 /// Put in the extensions of a request that an [optional](crate::TokenAuthLayer::optional) layer let
 /// through without credentials.
 #[derive(Debug, Clone, Copy)]

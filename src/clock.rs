@@ -78,6 +78,19 @@ impl fmt::Debug for ManualClock {
     }
 }
 
+/// Whole seconds since the Unix epoch (0 for earlier times): the one shape in which the crate's
+/// [serde](https://serde.rs) implementations write times (a JSON integer), as Laravel's `timestamp`.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use tower_token_auth::clock::unix_seconds;
+///
+/// assert_eq!(unix_seconds(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_999)), 1_700_000_000);
+/// ```
+pub fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+}
+
 fn to_nanos(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).unwrap_or(0)
 }

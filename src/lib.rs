@@ -9,6 +9,8 @@
 //!   refresh, is revoked before it answers `200 {"message":"Successfully logged out"}`.
 //! - Stores: [`MemoryStore`] (built in), `RedisStore` (feature `redis`), `SqlStore` on Sanctum's own
 //!   `personal_access_tokens` table (features `postgres`, `mysql`, `sqlite`).
+//! - [`SessionListService`] and [`RevokeSessionService`] are the device list and "revoke that device"
+//!   endpoints (see [`devices`]).
 //! - [`refresh::RefreshTokens`] issues access/refresh pairs with rotation and reuse detection;
 //!   [`ability::RequireAbilitiesLayer`] checks abilities (scopes).
 //!
@@ -74,6 +76,7 @@ pub mod auth;
 mod authenticated;
 pub mod body;
 pub mod clock;
+pub mod devices;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
@@ -81,6 +84,9 @@ mod family;
 pub mod header;
 pub mod logout;
 pub mod observability;
+#[cfg(feature = "utoipa")]
+#[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
+pub mod openapi;
 pub mod refresh;
 pub mod response;
 pub mod session;
@@ -93,6 +99,7 @@ pub mod user;
 
 pub use auth::{TokenAuth, TokenAuthLayer};
 pub use authenticated::AuthenticatedToken;
+pub use devices::{RevokeSessionService, SessionListService};
 pub use logout::{LogoutScope, LogoutService};
 pub use refresh::{NewPair, RefreshError, RefreshTokens, TokenPair};
 pub use response::Rejection;

@@ -58,8 +58,6 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -72,7 +70,7 @@ use crate::auth::verify::{guarded, Config, Started};
 use crate::authenticated::AuthenticatedToken;
 use crate::body::JsonBody;
 use crate::observability::record;
-use crate::response::{is_grpc, logged_out, Rejection};
+use crate::response::{is_grpc, logged_out, JsonFuture, Rejection};
 use crate::session::Sessions;
 use crate::store::{StoreError, StoreFuture, TokenStore};
 
@@ -331,41 +329,7 @@ fn invalid_scope() -> Response<JsonBody> {
 }
 
 /// Response future of [`LogoutService`].
-pub struct LogoutFuture {
-    state: LogoutState,
-}
-
-enum LogoutState {
-    Ready(Option<Response<JsonBody>>),
-    Pending(Pin<Box<dyn Future<Output = Response<JsonBody>> + Send>>),
-}
-
-impl LogoutFuture {
-    fn ready(response: Response<JsonBody>) -> Self {
-        Self { state: LogoutState::Ready(Some(response)) }
-    }
-
-    fn boxed(future: impl Future<Output = Response<JsonBody>> + Send + 'static) -> Self {
-        Self { state: LogoutState::Pending(Box::pin(future)) }
-    }
-}
-
-impl Future for LogoutFuture {
-    type Output = Result<Response<JsonBody>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.get_mut().state {
-            LogoutState::Ready(response) => Poll::Ready(Ok(response.take().expect("future polled after completion"))),
-            LogoutState::Pending(future) => future.as_mut().poll(cx).map(Ok),
-        }
-    }
-}
-
-impl fmt::Debug for LogoutFuture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("LogoutFuture")
-    }
-}
+pub type LogoutFuture = JsonFuture;
 
 #[cfg(test)]
 mod tests {

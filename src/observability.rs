@@ -17,9 +17,47 @@
 //! | `tower_token_auth_logouts_total` | counter | `scope` = `global` \| `local` \| `others` | successful logouts |
 //! | `tower_token_auth_logout_revoked_tokens_total` | counter | `scope` | tokens those logouts revoked |
 //! | `tower_token_auth_session_revocations_total` | counter | | sessions revoked one by one ([`TokenStoreExt::revoke_session`](crate::TokenStoreExt::revoke_session)) |
+//! | `tower_token_auth_revocations_total` | counter | `store`; `sessions` = `all` \| `only` \| `all_except` \| `reuse` | **every** revocation a store of the crate did, whoever asked: logouts, the device list, an app's own handlers (password change, admin), refresh-token reuse |
+//! | `tower_token_auth_revoked_tokens_total` | counter | `store`, `sessions` | tokens those revocations deleted |
 //! | `tower_token_auth_refresh_exchanges_total` | counter | `outcome` = `exchanged` \| `invalid` \| `reused` \| `error` | refresh-token exchanges |
 //! | `tower_token_auth_refresh_reuse_detected_total` | counter | | **the theft signal**: an exchanged refresh token presented again |
 //! | `tower_token_auth_forbidden_total` | counter | | `403`s of [`RequireAbilitiesLayer`](crate::ability::RequireAbilitiesLayer) |
+//!
+//! The revocation counters are kept by the crate's stores themselves (memory, Redis, SQL), in
+//! [`TokenStore::revoke_sessions`](crate::TokenStore::revoke_sessions), so a handler that calls the store
+//! directly is counted too; a store of your own is counted only for reuse (which the crate sees in the
+//! exchange's answer). Sessions a [`SessionLimit`](crate::session::SessionLimit) evicts at login are not
+//! counted (the store does not report them).
+//!
+//! Every metric is described (unit and help text, Prometheus's `# HELP`): see [`describe_metrics`].
+//!
+//! **Histograms and Prometheus.** `metrics-exporter-prometheus` renders a histogram as a Prometheus
+//! *summary* (quantiles computed in each process, which cannot be aggregated across instances) unless it
+//! is given buckets. Give the crate's durations buckets, and they are real Prometheus histograms:
+//!
+//! ```
+//! use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Seconds: from 50 µs (an in-memory lookup) to 1 s (a store timing out).
+//! const BUCKETS: &[f64] = &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+//! let recorder = PrometheusBuilder::new()
+//!     .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), BUCKETS)?
+//!     .build_recorder(); // or .install_recorder()? in an app
+//! let handle = recorder.handle();
+//! metrics::with_local_recorder(&recorder, || {
+//!     tower_token_auth::observability::describe_metrics();
+//!     metrics::histogram!("tower_token_auth_authenticate_duration_seconds", "result" => "success").record(0.0002);
+//! });
+//! let text = handle.render();
+//! # #[cfg(feature = "metrics")] {
+//! assert!(text.contains("# HELP tower_token_auth_authenticate_duration_seconds"));
+//! assert!(text.contains("# TYPE tower_token_auth_authenticate_duration_seconds histogram"));
+//! assert!(text.contains(r#"tower_token_auth_authenticate_duration_seconds_bucket{result="success",le="0.00025"} 1"#));
+//! # }
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! Alert on `rate(tower_token_auth_refresh_reuse_detected_total[5m]) > 0`, on the share of
 //! `result="failure"` with `reason=~"store_.*"` (the store is failing: every such request got `503`), and
@@ -99,6 +137,38 @@ pub(crate) mod audit {
     }
 }
 
+/// Every metric of the crate: name, whether it is a histogram (in seconds) or a counter, and its help.
+#[cfg(feature = "metrics")]
+const METRICS: [(&str, bool, &str); 12] = [
+    ("tower_token_auth_authenticate_duration_seconds", true, "Time from the Authorization header to the decision, per request, by result and failure reason."),
+    ("tower_token_auth_store_operation_duration_seconds", true, "Duration of the token store calls the crate makes, by operation and store."),
+    ("tower_token_auth_store_errors_total", false, "Failed token store calls, by operation, store and error kind."),
+    ("tower_token_auth_sign_ins_total", false, "Access/refresh pairs issued (logins)."),
+    ("tower_token_auth_logouts_total", false, "Successful logouts through LogoutService, by scope."),
+    ("tower_token_auth_logout_revoked_tokens_total", false, "Tokens revoked by LogoutService logouts, by scope."),
+    ("tower_token_auth_session_revocations_total", false, "Sessions revoked one by one (a device revoked from the device list)."),
+    ("tower_token_auth_revocations_total", false, "Revocations done by a store, whoever asked (logout, device list, admin, password change, reuse), by store and selection."),
+    ("tower_token_auth_revoked_tokens_total", false, "Tokens those revocations deleted, by store and selection."),
+    ("tower_token_auth_refresh_exchanges_total", false, "Refresh-token exchanges, by outcome."),
+    ("tower_token_auth_refresh_reuse_detected_total", false, "Exchanged refresh tokens presented again: a copy is in use (theft signal)."),
+    ("tower_token_auth_forbidden_total", false, "403 answers of RequireAbilitiesLayer."),
+];
+
+/// Describes every metric of the crate to the installed recorder (unit and help text: Prometheus's
+/// `# HELP` lines). Each layer calls it when it records its first request; call it yourself right
+/// after installing the recorder to describe the metrics before any is recorded. Does nothing without
+/// the `metrics` feature.
+pub fn describe_metrics() {
+    #[cfg(feature = "metrics")]
+    for (name, histogram, help) in METRICS {
+        if histogram {
+            metrics::describe_histogram!(name, metrics::Unit::Seconds, help);
+        } else {
+            metrics::describe_counter!(name, help);
+        }
+    }
+}
+
 /// Counters and histograms; every function is empty without the `metrics` feature.
 pub(crate) mod record {
     #[cfg(feature = "metrics")]
@@ -106,8 +176,38 @@ pub(crate) mod record {
     #[cfg(feature = "metrics")]
     use std::time::Instant;
 
-    use crate::auth::verify::Failure;
-    use crate::store::StoreError;
+    /// How an authentication ended, as the `result` and `reason` labels name it. Named here, not by the
+    /// middleware, so that this module imports nothing above it.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Outcome {
+        Success,
+        /// No credentials at all.
+        None,
+        Malformed,
+        Unknown,
+        Mismatch,
+        Expired,
+        WrongKind,
+        StoreError,
+        StoreTimeout,
+    }
+
+    impl Outcome {
+        /// The `reason` label of a failure (`none` for missing credentials, `success` for a success).
+        pub(crate) fn reason(self) -> &'static str {
+            match self {
+                Outcome::Success => "success",
+                Outcome::None => "none",
+                Outcome::Malformed => "malformed",
+                Outcome::Unknown => "unknown",
+                Outcome::Mismatch => "mismatch",
+                Outcome::Expired => "expired",
+                Outcome::WrongKind => "wrong_kind",
+                Outcome::StoreError => "store_error",
+                Outcome::StoreTimeout => "store_timeout",
+            }
+        }
+    }
 
     /// When something started, for a duration histogram. A zero-sized nothing without `metrics`.
     #[derive(Clone, Copy, Debug)]
@@ -140,20 +240,21 @@ pub(crate) mod record {
     }
 
     #[cfg(feature = "metrics")]
-    const FAILURES: [Failure; 7] = [
-        Failure::Malformed,
-        Failure::Unknown,
-        Failure::Mismatch,
-        Failure::Expired,
-        Failure::WrongKind,
-        Failure::StoreError,
-        Failure::StoreTimeout,
+    const FAILURES: [Outcome; 7] = [
+        Outcome::Malformed,
+        Outcome::Unknown,
+        Outcome::Mismatch,
+        Outcome::Expired,
+        Outcome::WrongKind,
+        Outcome::StoreError,
+        Outcome::StoreTimeout,
     ];
 
     impl LayerMetrics {
         #[cfg(feature = "metrics")]
         fn handles(&self, store: &'static str) -> &Handles {
             self.handles.get_or_init(|| {
+                super::describe_metrics();
                 let histogram = |result: &'static str, reason: &'static str| {
                     if reason.is_empty() {
                         metrics::histogram!("tower_token_auth_authenticate_duration_seconds", "result" => result)
@@ -164,7 +265,7 @@ pub(crate) mod record {
                 Handles {
                     success: histogram("success", ""),
                     none: histogram("none", ""),
-                    failures: FAILURES.map(|f| histogram("failure", f.reason())),
+                    failures: FAILURES.map(|outcome| histogram("failure", outcome.reason())),
                     find: metrics::histogram!(
                         "tower_token_auth_store_operation_duration_seconds",
                         "operation" => "find",
@@ -182,22 +283,22 @@ pub(crate) mod record {
             store: &'static str,
             started: Started,
             lookup: Option<Started>,
-            outcome: Result<(), Failure>,
+            outcome: Outcome,
         ) {
             #[cfg(feature = "metrics")]
             {
                 let handles = self.handles(store);
                 let histogram = match outcome {
-                    Ok(()) => &handles.success,
-                    Err(Failure::Missing) => &handles.none,
-                    Err(failure) => &handles.failures[FAILURES.iter().position(|f| *f == failure).unwrap_or(0)],
+                    Outcome::Success => &handles.success,
+                    Outcome::None => &handles.none,
+                    failure => &handles.failures[FAILURES.iter().position(|f| *f == failure).unwrap_or(0)],
                 };
                 let now = Instant::now();
                 histogram.record(now.duration_since(started.0));
                 if let Some(lookup) = lookup {
                     handles.find.record(now.duration_since(lookup.0));
-                    if let Err(failure @ (Failure::StoreError | Failure::StoreTimeout)) = outcome {
-                        let kind = if failure == Failure::StoreTimeout { "timeout" } else { "backend" };
+                    if let failure @ (Outcome::StoreError | Outcome::StoreTimeout) = outcome {
+                        let kind = if failure == Outcome::StoreTimeout { "timeout" } else { "backend" };
                         store_error_counter("find", store, kind).increment(1);
                     }
                 }
@@ -212,38 +313,40 @@ pub(crate) mod record {
         metrics::counter!("tower_token_auth_store_errors_total", "operation" => operation, "store" => store, "kind" => kind)
     }
 
-    /// A store call other than the layer's lookup finished.
+    /// A store call other than the layer's lookup finished; `error` is the failure's `kind` label.
     #[inline]
-    pub(crate) fn store_call<T>(
+    pub(crate) fn store_call(
         operation: &'static str,
         store: &'static str,
         started: Started,
-        result: &Result<T, StoreError>,
+        error: Option<&'static str>,
     ) {
         #[cfg(feature = "metrics")]
         {
             metrics::histogram!("tower_token_auth_store_operation_duration_seconds", "operation" => operation, "store" => store)
                 .record(started.0.elapsed());
-            if let Err(error) = result {
-                store_error_counter(operation, store, error_kind(error)).increment(1);
+            if let Some(kind) = error {
+                store_error_counter(operation, store, kind).increment(1);
             }
         }
         #[cfg(not(feature = "metrics"))]
-        let _ = (operation, store, started, result);
+        let _ = (operation, store, started, error);
     }
 
-    #[cfg(feature = "metrics")]
-    fn error_kind(error: &StoreError) -> &'static str {
-        use crate::store::StoreErrorKind;
-        match error.kind() {
-            StoreErrorKind::Backend => "backend",
-            StoreErrorKind::Timeout => "timeout",
-            StoreErrorKind::Corrupt => "corrupt",
-            StoreErrorKind::Random => "random",
-            StoreErrorKind::InvalidInput => "invalid_input",
-            StoreErrorKind::SessionLimit => "session_limit",
-            StoreErrorKind::NotAcknowledged => "not_acknowledged",
+    /// A store revoked `tokens` tokens of the sessions `sessions` (`all`, `only`, `all_except`, or
+    /// `reuse` for a refresh token's reuse) of one user: counted where the store does it, so every
+    /// caller (the crate's services, an app's handlers, an admin tool) is counted.
+    #[inline]
+    pub(crate) fn revoked(store: &'static str, sessions: &'static str, tokens: u64) {
+        #[cfg(feature = "metrics")]
+        {
+            metrics::counter!("tower_token_auth_revocations_total", "store" => store, "sessions" => sessions)
+                .increment(1);
+            metrics::counter!("tower_token_auth_revoked_tokens_total", "store" => store, "sessions" => sessions)
+                .increment(tokens);
         }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (store, sessions, tokens);
     }
 
     macro_rules! counter_fns {

@@ -111,6 +111,26 @@ impl TokenPair {
     }
 }
 
+/// The login answer of OAuth 2 (RFC 6749 §5.1), **with both secrets in clear**: serialize it only
+/// into the response that hands the pair to its client (send it with `Cache-Control: no-store`).
+/// `{"access_token":"1|…","refresh_token":"2|…","token_type":"Bearer","expires_in":3600,"session_id":1}`;
+/// `expires_in` is the access token's lifetime in seconds, `null` if it never expires.
+impl serde::Serialize for TokenPair {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let access = &self.access.record;
+        let expires_in =
+            access.expires_at.map(|at| at.duration_since(access.created_at).map_or(0, |ttl| ttl.as_secs()));
+        let mut s = serializer.serialize_struct("TokenPair", 5)?;
+        s.serialize_field("access_token", self.access.plain_text.expose())?;
+        s.serialize_field("refresh_token", self.refresh.plain_text.expose())?;
+        s.serialize_field("token_type", "Bearer")?;
+        s.serialize_field("expires_in", &expires_in)?;
+        s.serialize_field("session_id", &self.session_id())?;
+        s.end()
+    }
+}
+
 /// A login to issue a pair for: the per-login settings of [`RefreshTokens::issue_pair`].
 ///
 /// Unset values fall back to the [`RefreshTokens`] defaults.
@@ -472,6 +492,7 @@ impl<St: TokenStore> RefreshTokens<St> {
             ExchangeOutcome::Reused { user_id, session_id, revoked } => {
                 record::refresh_exchanges("reused", 1);
                 record::refresh_reuse_detected(1);
+                record::revoked(store, "reuse", revoked);
                 crate::observability::audit::refresh_reuse(&user_id, session_id, token_id, revoked);
                 Err(RefreshError::Reused { user_id, session_id, revoked })
             }

@@ -1,6 +1,11 @@
 //! The exact responses of the layer and the logout service.
 
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::OnceLock;
+use std::task::{Context, Poll};
 
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, Response, StatusCode};
@@ -185,6 +190,72 @@ pub(crate) fn logged_out() -> Response<JsonBody> {
     let mut response = Response::new(JsonBody::from_static(&LOGGED_OUT));
     response.headers_mut().insert(CONTENT_TYPE, APPLICATION_JSON);
     response
+}
+
+/// A JSON response of `status` with `body` (serialized by serde) and `Content-Type: application/json`.
+pub(crate) fn json<T: serde::Serialize + ?Sized>(status: StatusCode, body: &T) -> Response<JsonBody> {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut response = Response::new(JsonBody::new(bytes));
+            *response.status_mut() = status;
+            response.headers_mut().insert(CONTENT_TYPE, APPLICATION_JSON);
+            response
+        }
+        Err(error) => {
+            tracing::error!(%error, "a response body could not be serialized; answering 500");
+            Rejection::ServerError.to_response(false)
+        }
+    }
+}
+
+/// `404` `{"message":"Not found."}`, as Laravel words it.
+pub(crate) fn not_found() -> Response<JsonBody> {
+    json(StatusCode::NOT_FOUND, &serde_json::json!({ "message": "Not found." }))
+}
+
+/// `405` `{"message":"Method not allowed."}` with `Allow: allow`.
+pub(crate) fn method_not_allowed(allow: &'static str) -> Response<JsonBody> {
+    let mut response = Rejection::MethodNotAllowed.to_response(false);
+    response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// Response future of the crate's endpoints ([`LogoutService`](crate::LogoutService) and the
+/// [device services](crate::devices)): ready at once when nothing had to wait, boxed otherwise.
+pub struct JsonFuture {
+    state: JsonState,
+}
+
+enum JsonState {
+    Ready(Option<Response<JsonBody>>),
+    Pending(Pin<Box<dyn Future<Output = Response<JsonBody>> + Send>>),
+}
+
+impl JsonFuture {
+    pub(crate) fn ready(response: Response<JsonBody>) -> Self {
+        Self { state: JsonState::Ready(Some(response)) }
+    }
+
+    pub(crate) fn boxed(future: impl Future<Output = Response<JsonBody>> + Send + 'static) -> Self {
+        Self { state: JsonState::Pending(Box::pin(future)) }
+    }
+}
+
+impl Future for JsonFuture {
+    type Output = Result<Response<JsonBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().state {
+            JsonState::Ready(response) => Poll::Ready(Ok(response.take().expect("future polled after completion"))),
+            JsonState::Pending(future) => future.as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
+impl fmt::Debug for JsonFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JsonFuture")
+    }
 }
 
 /// gRPC's percent-encoding of `grpc-message`: everything outside printable ASCII, and `%`, is escaped.

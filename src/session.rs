@@ -78,6 +78,12 @@ impl From<u64> for SessionId {
     }
 }
 
+impl From<SessionId> for u64 {
+    fn from(id: SessionId) -> Self {
+        id.0
+    }
+}
+
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)
@@ -128,6 +134,10 @@ impl<'de> serde::Deserialize<'de> for SessionId {
 }
 
 /// One session, as [`TokenStore::list_sessions`](crate::TokenStore::list_sessions) lists it.
+///
+/// Serializes (serde) as a JSON object with times in unix seconds ([`unix_seconds`](crate::clock::unix_seconds)),
+/// the shape of [`SessionListService`](crate::devices::SessionListService)'s entries without `current`:
+/// `{"id":3,"user_id":7,"name":"laptop","abilities":["*"],"created_at":1700000000,"last_used_at":null,"expires_at":1702592000}`.
 #[derive(Clone, Debug)]
 pub struct SessionSummary {
     /// The session id.
@@ -145,6 +155,22 @@ pub struct SessionSummary {
     /// When the last of its tokens expires (`None`: one of them never does). After that the session is
     /// over, even if not yet pruned.
     pub expires_at: Option<SystemTime>,
+}
+
+impl serde::Serialize for SessionSummary {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use crate::clock::unix_seconds;
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("SessionSummary", 7)?;
+        s.serialize_field("id", &self.id)?;
+        s.serialize_field("user_id", &self.user_id)?;
+        s.serialize_field("name", &self.name)?;
+        s.serialize_field("abilities", &self.abilities)?;
+        s.serialize_field("created_at", &unix_seconds(self.created_at))?;
+        s.serialize_field("last_used_at", &self.last_used_at.map(unix_seconds))?;
+        s.serialize_field("expires_at", &self.expires_at.map(unix_seconds))?;
+        s.end()
+    }
 }
 
 impl SessionSummary {

@@ -16,15 +16,55 @@
 //! ```
 //!
 //! Run it on a multi-thread runtime: the race checks need threads to race on. It uses random user ids,
-//! so stores sharing one backend (one Redis, one table) can run it in parallel. It panics, naming the
-//! broken promise, at the first failure.
+//! so stores sharing one backend (one Redis, one table) can run it in parallel. It runs **every** case,
+//! each in a task of its own, prints one line per case (`store contract: NAME ... ok` or
+//! `... FAILED: message`; `cargo test -- --nocapture` shows them for a passing test too), then panics
+//! listing every broken promise. [`check_store_contract`] returns the same [`ContractReport`] without
+//! panicking, and [`contract_cases`] lists the cases.
+//!
+//! # The cases
+//!
+//! | case | the promise |
+//! |---|---|
+//! | `issued_tokens_are_found_with_their_fields` | an issued token is found by id with every field it was issued with |
+//! | `only_the_digest_is_stored` | the record holds the digest, never the secret |
+//! | `unknown_ids_are_absent` | unknown token and session ids are absent, not errors |
+//! | `a_token_of_its_own_is_a_session` | a token issued on its own is a session of one token |
+//! | `revoke_all_removes_every_token_of_that_user_only` | log out everywhere revokes every token of that user and of no other |
+//! | `sessions_are_listed_once_each_newest_first` | `list_sessions` lists each session once, newest first, with its fields |
+//! | `a_session_of_another_user_is_never_touched` | revoking a session id of another user revokes nothing |
+//! | `others_keeps_exactly_the_presenting_session` | `Sessions::AllExcept` keeps exactly the presenting session |
+//! | `an_exchange_replaces_the_pair_in_the_same_session` | an exchange replaces the pair in the same session |
+//! | `reuse_revokes_the_session_and_spares_the_others` | reuse of a refresh token revokes its session and spares the others |
+//! | `reuse_can_revoke_every_session` | `OnReuse::RevokeAllSessions` revokes every session of the user |
+//! | `bad_presentations_revoke_nothing` | wrong secrets, access tokens and unknown ids presented for refresh revoke nothing |
+//! | `the_reuse_interval_lets_a_retry_through` | within the reuse interval a retried refresh token is exchanged again |
+//! | `rotated_tokens_are_bounded_after_50_refreshes` | 50 refreshes leave one session whose first refresh token is still detected as reuse |
+//! | `thief_chains_of_1_8_40_and_300_exchanges_are_caught` | a thief's chain of 1, 8, 40 or 300 exchanges never outruns reuse detection |
+//! | `forged_refresh_tokens_revoke_nothing` | forged refresh secrets for real ids (any shape, another session's key) revoke nothing |
+//! | `the_session_limit_revokes_the_oldest_or_refuses` | the session limit revokes the oldest sessions, or refuses, atomically |
+//! | `prune_removes_expired_tokens_only` | prune removes expired (and, if asked, old) tokens only |
+//! | `concurrent_logins_and_logouts_leave_no_unindexed_token` | concurrent logins and logouts leave no token outside the user index |
+//! | `works_as_a_trait_object_case` | the store works as an `Arc<dyn TokenStore>` |
+//! | `forced_interleavings_case` | exchanges held before and after their store operation stay atomic against reuse and logout |
+//! | `racing_presentations_leak_nothing` | of simultaneous presentations of one refresh token one wins, and nothing survives reuse |
+//! | `an_exchange_racing_a_logout_leaks_nothing` | no token survives a logout racing an exchange |
+//! | `inserting_exchanges_leak_nothing` | exchanges that must create their access token are as atomic as the others |
+//!
+//! A test of the table against [`contract_cases`] keeps the two in step.
+//!
+//! # Using it
 //!
 //! Add to your `Cargo.toml`:
 //!
 //! ```toml
 //! [dev-dependencies]
-//! tower-token-auth = { version = "0.2", features = ["test-util"] }
+//! tower-token-auth = { version = "0.1", features = ["test-util"] }
 //! ```
+//!
+//! With the feature only in `dev-dependencies`, your crate's `cargo doc` does not document this module
+//! (documentation is built without dev-dependencies' features). Read it on docs.rs, which builds every
+//! feature, or in a checkout of this crate with `cargo doc --open --features test-util`.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -312,40 +352,205 @@ async fn pair_works<St: TokenStore + ?Sized>(store: &St, pair: &TokenPair) -> bo
 // ---------------------------------------------------------------------------------------------------
 // The contract
 
-/// Runs every contract check, each on a store from `make` (which may return clones of one store).
+/// One promise of the store contract: its name, what it checks, and the check, which panics when the
+/// promise is broken. See [`contract_cases`].
+pub struct ContractCase<St> {
+    /// The case's name (its function's), as the report prints it.
+    pub name: &'static str,
+    /// The promise it checks, in a sentence.
+    pub promise: &'static str,
+    run: fn(St) -> CaseFuture,
+}
+
+type CaseFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+impl<St> fmt::Debug for ContractCase<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContractCase").field("name", &self.name).field("promise", &self.promise).finish()
+    }
+}
+
+/// Registers an `async fn(St)` as a case: `case!(function, "the promise")`.
+macro_rules! case {
+    ($check:ident, $promise:literal) => {
+        ContractCase { name: stringify!($check), promise: $promise, run: |store| Box::pin($check(store)) }
+    };
+}
+
+/// Every case of [`store_contract`], in the order it runs them. Adding a case is one line here.
+pub fn contract_cases<St: TokenStore + Clone>() -> Vec<ContractCase<St>> {
+    vec![
+        case!(
+            issued_tokens_are_found_with_their_fields,
+            "an issued token is found by id with every field it was issued with"
+        ),
+        case!(only_the_digest_is_stored, "the record holds the digest, never the secret"),
+        case!(unknown_ids_are_absent, "unknown token and session ids are absent, not errors"),
+        case!(a_token_of_its_own_is_a_session, "a token issued on its own is a session of one token"),
+        case!(
+            revoke_all_removes_every_token_of_that_user_only,
+            "log out everywhere revokes every token of that user and of no other"
+        ),
+        case!(
+            sessions_are_listed_once_each_newest_first,
+            "list_sessions lists each session once, newest first, with its fields"
+        ),
+        case!(a_session_of_another_user_is_never_touched, "revoking a session id of another user revokes nothing"),
+        case!(others_keeps_exactly_the_presenting_session, "Sessions::AllExcept keeps exactly the presenting session"),
+        case!(an_exchange_replaces_the_pair_in_the_same_session, "an exchange replaces the pair in the same session"),
+        case!(
+            reuse_revokes_the_session_and_spares_the_others,
+            "reuse of a refresh token revokes its session and spares the others"
+        ),
+        case!(reuse_can_revoke_every_session, "OnReuse::RevokeAllSessions revokes every session of the user"),
+        case!(
+            bad_presentations_revoke_nothing,
+            "wrong secrets, access tokens and unknown ids presented for refresh revoke nothing"
+        ),
+        case!(
+            the_reuse_interval_lets_a_retry_through,
+            "within the reuse interval a retried refresh token is exchanged again"
+        ),
+        case!(
+            rotated_tokens_are_bounded_after_50_refreshes,
+            "50 refreshes leave one session whose first refresh token is still detected as reuse"
+        ),
+        case!(
+            thief_chains_of_1_8_40_and_300_exchanges_are_caught,
+            "a thief's chain of 1, 8, 40 or 300 exchanges never outruns reuse detection"
+        ),
+        case!(
+            forged_refresh_tokens_revoke_nothing,
+            "forged refresh secrets for real ids (any shape, another session's key) revoke nothing"
+        ),
+        case!(
+            the_session_limit_revokes_the_oldest_or_refuses,
+            "the session limit revokes the oldest sessions, or refuses, atomically"
+        ),
+        case!(prune_removes_expired_tokens_only, "prune removes expired (and, if asked, old) tokens only"),
+        case!(
+            concurrent_logins_and_logouts_leave_no_unindexed_token,
+            "concurrent logins and logouts leave no token outside the user index"
+        ),
+        case!(works_as_a_trait_object_case, "the store works as an Arc<dyn TokenStore>"),
+        case!(
+            forced_interleavings_case,
+            "exchanges held before and after their store operation stay atomic against reuse and logout"
+        ),
+        case!(
+            racing_presentations_leak_nothing,
+            "of simultaneous presentations of one refresh token one wins, and nothing survives reuse"
+        ),
+        case!(an_exchange_racing_a_logout_leaks_nothing, "no token survives a logout racing an exchange"),
+        case!(
+            inserting_exchanges_leak_nothing,
+            "exchanges that must create their access token are as atomic as the others"
+        ),
+    ]
+}
+
+/// What [`check_store_contract`] found: each case's name and, for a broken promise, the failure.
+#[derive(Debug, Default)]
+pub struct ContractReport {
+    /// `(case, Ok(()) | Err(failure message))`, in the order the cases ran.
+    pub results: Vec<(&'static str, Result<(), String>)>,
+}
+
+impl ContractReport {
+    /// The cases that failed, with their messages.
+    pub fn failures(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        self.results.iter().filter_map(|(name, result)| result.as_ref().err().map(|error| (*name, error.as_str())))
+    }
+
+    /// Whether every case passed.
+    pub fn passed(&self) -> bool {
+        self.failures().next().is_none()
+    }
+}
+
+impl fmt::Display for ContractReport {
+    /// One line per case, `ok` or `FAILED: message`, then a count.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, result) in &self.results {
+            match result {
+                Ok(()) => writeln!(f, "store contract: {name} ... ok")?,
+                Err(error) => writeln!(f, "store contract: {name} ... FAILED: {error}")?,
+            }
+        }
+        let failed = self.failures().count();
+        write!(f, "store contract: {} passed, {failed} failed", self.results.len() - failed)
+    }
+}
+
+/// Runs every case of [`contract_cases`], each on a store from `make` and in a task of its own, and
+/// reports each: a broken promise does not stop the others.
+pub async fn check_store_contract<St, F>(make: F) -> ContractReport
+where
+    St: TokenStore + Clone,
+    F: Fn() -> St,
+{
+    let mut report = ContractReport::default();
+    for case in contract_cases::<St>() {
+        let outcome = tokio::spawn((case.run)(make())).await;
+        let result = outcome.map_err(|error| match error.try_into_panic() {
+            Ok(panic) => panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "panicked".to_owned()),
+            Err(error) => error.to_string(),
+        });
+        report.results.push((case.name, result));
+    }
+    report
+}
+
+/// Runs every case of the contract (see the [module docs](self) for the list) on stores from `make`
+/// (which may return clones of one store), prints a line per case, and panics at the end listing the
+/// broken promises, if any.
 pub async fn store_contract<St, F>(make: F)
 where
     St: TokenStore + Clone,
     F: Fn() -> St,
 {
-    issued_tokens_are_found_with_their_fields(make()).await;
-    only_the_digest_is_stored(make()).await;
-    unknown_ids_are_absent(make()).await;
-    a_token_of_its_own_is_a_session(make()).await;
-    revoke_all_removes_every_token_of_that_user_only(make()).await;
-    sessions_are_listed_once_each_newest_first(make()).await;
-    a_session_of_another_user_is_never_touched(make()).await;
-    others_keeps_exactly_the_presenting_session(make()).await;
-    an_exchange_replaces_the_pair_in_the_same_session(make()).await;
-    reuse_revokes_the_session_and_spares_the_others(make()).await;
-    reuse_can_revoke_every_session(make()).await;
-    bad_presentations_revoke_nothing(make()).await;
-    the_reuse_interval_lets_a_retry_through(make()).await;
-    rotated_tokens_are_bounded(make(), 50).await;
-    for chain in [1, 8, 40, 300] {
-        a_thief_chain_cannot_outrun_reuse_detection(make(), chain).await;
+    let report = check_store_contract(make).await;
+    println!("{report}");
+    if !report.passed() {
+        let broken: Vec<String> = report.failures().map(|(name, error)| format!("  {name}: {error}")).collect();
+        panic!("the store broke {} promise(s) of the contract:\n{}", broken.len(), broken.join("\n"));
     }
-    forged_refresh_tokens_revoke_nothing(make()).await;
-    the_session_limit_revokes_the_oldest_or_refuses(make()).await;
-    prune_removes_expired_tokens_only(make()).await;
-    concurrent_logins_and_logouts_leave_no_unindexed_token(make()).await;
-    works_as_a_trait_object(Arc::new(make()) as Arc<dyn TokenStore>).await;
-    forced_interleavings_keep_exchanges_atomic(&make).await;
-    let report = race_presentations(make(), 20, 4).await;
+}
+
+async fn rotated_tokens_are_bounded_after_50_refreshes<St: TokenStore + Clone>(store: St) {
+    rotated_tokens_are_bounded(store, 50).await;
+}
+
+async fn thief_chains_of_1_8_40_and_300_exchanges_are_caught<St: TokenStore + Clone>(store: St) {
+    for chain in [1, 8, 40, 300] {
+        a_thief_chain_cannot_outrun_reuse_detection(store.clone(), chain).await;
+    }
+}
+
+async fn works_as_a_trait_object_case<St: TokenStore + Clone>(store: St) {
+    works_as_a_trait_object(Arc::new(store) as Arc<dyn TokenStore>).await;
+}
+
+async fn forced_interleavings_case<St: TokenStore + Clone>(store: St) {
+    forced_interleavings_keep_exchanges_atomic(move || store.clone()).await;
+}
+
+async fn racing_presentations_leak_nothing<St: TokenStore + Clone>(store: St) {
+    let report = race_presentations(store, 20, 4).await;
     assert_eq!(report.leaks, 0, "{report}");
-    let report = race_exchange_and_logout(make(), 20).await;
+}
+
+async fn an_exchange_racing_a_logout_leaks_nothing<St: TokenStore + Clone>(store: St) {
+    let report = race_exchange_and_logout(store, 20).await;
     assert_eq!(report.leaks, 0, "{report}");
-    let report = race_inserting_exchanges(make(), 20).await;
+}
+
+async fn inserting_exchanges_leak_nothing<St: TokenStore + Clone>(store: St) {
+    let report = race_inserting_exchanges(store, 20).await;
     assert_eq!(report.leaks, 0, "{report}");
 }
 
@@ -1038,4 +1243,58 @@ pub async fn thief_chains<St: TokenStore + Clone>(store: St, chain: usize, round
         store.revoke_all_for_user(&user).await.unwrap();
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_module_docs_list_every_case() {
+        let source = include_str!("testing.rs");
+        let cases = contract_cases::<crate::MemoryStore>();
+        for case in &cases {
+            let row = format!(
+                "//! | `{}` | {} |",
+                case.name,
+                case.promise.replace("Arc<dyn TokenStore>", "`Arc<dyn TokenStore>`")
+            );
+            assert!(source.contains(&row) || source.contains(&format!("//! | `{}` |", case.name)), "{row}");
+        }
+        assert_eq!(source.matches("\n//! | `").count(), cases.len(), "the table lists exactly the cases");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broken_promise_is_reported_and_the_other_cases_still_run() {
+        /// Revokes nothing, ever: breaks every promise about logging out.
+        #[derive(Clone)]
+        struct NoRevoke(crate::MemoryStore);
+        impl TokenStore for NoRevoke {
+            fn find(&self, id: TokenId) -> StoreFuture<Option<TokenRecord>> {
+                self.0.find(id)
+            }
+            fn insert(&self, session: NewSession) -> StoreFuture<SessionTokens> {
+                self.0.insert(session)
+            }
+            fn exchange_refresh(&self, exchange: RefreshExchange) -> StoreFuture<ExchangeOutcome> {
+                self.0.exchange_refresh(exchange)
+            }
+            fn list_sessions(&self, user_id: &UserId) -> StoreFuture<Vec<SessionSummary>> {
+                self.0.list_sessions(user_id)
+            }
+            fn revoke_sessions(&self, _: &UserId, _: Sessions) -> StoreFuture<u64> {
+                StoreFuture::ready(Ok(0))
+            }
+            fn prune_expired(&self, before: SystemTime, created_before: Option<SystemTime>) -> StoreFuture<u64> {
+                self.0.prune_expired(before, created_before)
+            }
+        }
+        let store = NoRevoke(crate::MemoryStore::new());
+        let report = check_store_contract(|| store.clone()).await;
+        assert_eq!(report.results.len(), contract_cases::<NoRevoke>().len(), "every case ran");
+        let failed: Vec<&str> = report.failures().map(|(name, _)| name).collect();
+        assert!(failed.contains(&"revoke_all_removes_every_token_of_that_user_only"), "{report}");
+        assert!(report.results.iter().any(|(name, result)| *name == "only_the_digest_is_stored" && result.is_ok()));
+        assert!(report.to_string().contains("... FAILED: "), "{report}");
+    }
 }

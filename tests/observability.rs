@@ -66,4 +66,64 @@ fn metrics_count_the_flow_with_bounded_labels() {
             .copied()
     });
     assert_eq!(store_ops, [Some(2), Some(2), Some(1)], "{histograms:#?}");
+    // Every revocation, counted where the store did it: the logout and the reuse.
+    assert_eq!(counter("tower_token_auth_revocations_total{sessions=all,store=memory}"), 1);
+    assert_eq!(counter("tower_token_auth_revoked_tokens_total{sessions=all,store=memory}"), 3);
+    assert_eq!(counter("tower_token_auth_revocations_total{sessions=reuse,store=memory}"), 1);
+    assert_eq!(counter("tower_token_auth_revoked_tokens_total{sessions=reuse,store=memory}"), 2);
+}
+
+/// An app's own handlers (log out others, an admin revoking a user, a password change) call the store
+/// directly: those revocations are counted too, and the Prometheus text describes every metric and has
+/// real histograms once given buckets.
+#[test]
+fn revocations_from_app_handlers_are_counted_and_every_metric_is_described() {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use tower_token_auth::refresh::{NewPair, RefreshTokens};
+    use tower_token_auth::{MemoryStore, Sessions, TokenAuthLayer, TokenStore, TokenStoreExt};
+
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), &[0.001, 0.01, 1.0])
+        .unwrap()
+        .build_recorder();
+    let handle = recorder.handle();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            tower_token_auth::observability::describe_metrics();
+            let store = MemoryStore::new();
+            let tokens = RefreshTokens::new(store.clone());
+            let mut pairs = Vec::new();
+            for device in ["laptop", "phone", "tablet"] {
+                pairs.push(tokens.issue_pair(NewPair::new(7u64).name(device)).await.unwrap());
+            }
+            // Log out other devices, from a handler of the app's own.
+            let others = Sessions::AllExcept(pairs[0].session_id());
+            assert_eq!(store.revoke_sessions(&7u64.into(), others).await.unwrap(), 4);
+            // An admin revokes one session, then everything (a password change does the same).
+            let fresh = tokens.issue_pair(NewPair::new(7u64)).await.unwrap();
+            assert!(store.revoke_session(&7u64.into(), fresh.session_id()).await.unwrap());
+            assert_eq!(store.revoke_all_for_user(&7u64.into()).await.unwrap(), 2);
+            // The layer's first request describes the metrics too; it needs only to exist here.
+            let _ = TokenAuthLayer::new(store);
+        })
+    });
+    let text = handle.render();
+    for line in [
+        r#"tower_token_auth_revocations_total{store="memory",sessions="all_except"} 1"#,
+        r#"tower_token_auth_revoked_tokens_total{store="memory",sessions="all_except"} 4"#,
+        r#"tower_token_auth_revocations_total{store="memory",sessions="only"} 1"#,
+        r#"tower_token_auth_revocations_total{store="memory",sessions="all"} 1"#,
+        r#"tower_token_auth_revoked_tokens_total{store="memory",sessions="all"} 2"#,
+        "# TYPE tower_token_auth_revocations_total counter",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} missing from:\n{text}");
+    }
+    for name in [
+        "tower_token_auth_revocations_total",
+        "tower_token_auth_sign_ins_total",
+        "tower_token_auth_session_revocations_total",
+    ] {
+        assert!(text.contains(&format!("# HELP {name} ")), "{name} is not described:\n{text}");
+    }
 }

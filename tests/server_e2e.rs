@@ -582,6 +582,8 @@ async fn unknown_paths_get_404_and_wrong_methods_405_json_without_auth() {
         (Method::POST, "/api/v1/auth/status", "GET,HEAD"),
         (Method::DELETE, "/api/v1/user", "GET,HEAD"),
         (Method::DELETE, "/api/v1/auth/logout", "POST"),
+        (Method::POST, "/api/v1/auth/sessions", "GET,HEAD"),
+        (Method::GET, "/api/v1/auth/sessions/1", "DELETE"),
     ] {
         let reply = server.send(method.clone(), path, None).await;
         reply.assert_message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.");
@@ -813,4 +815,52 @@ async fn metrics_are_served_in_prometheus_text() {
     assert!(count(r#"result="success""#).is_some_and(|n| n >= 1), "{text}");
     assert!(count(r#"result="failure",reason="mismatch""#).is_some_and(|n| n >= 1), "{text}");
     assert!(!text.contains(&tokens.access), "no token in the metrics");
+    assert!(text.contains("# HELP tower_token_auth_sign_ins_total "), "described: {text}");
+    assert!(text.contains("# TYPE tower_token_auth_authenticate_duration_seconds histogram"), "{text}");
+    assert!(
+        text.contains(r#"tower_token_auth_authenticate_duration_seconds_bucket{result="success",le="1"}"#),
+        "{text}"
+    );
+}
+
+/// The OpenAPI document served at `/openapi.json` is `examples/openapi.json`, and every operation in it
+/// exists and answers, without credentials and with an access token, only statuses it documents (with
+/// the documented `WWW-Authenticate` on 401s). Schemathesis checks the rest in CI (`.ci/schemathesis.sh`).
+#[tokio::test]
+async fn the_openapi_document_describes_the_running_server() {
+    let server = Server::start(&[]);
+    let served = server.get("/openapi.json", None).await;
+    assert_eq!(served.status, StatusCode::OK);
+    let document: Value = serde_json::from_str(include_str!("../examples/openapi.json")).unwrap();
+    assert_eq!(served.json(), document, "the served document is examples/openapi.json");
+    assert_eq!(document["openapi"], "3.1.0");
+    assert_eq!(document["components"]["securitySchemes"]["bearerAuth"]["scheme"], "bearer");
+
+    let tokens = server.login(DEMO_EMAIL, DEMO_PASSWORD, "laptop").await;
+    let mut operations = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            operations.push((path.replace("{id}", "18446744073709551615"), method.to_uppercase(), operation.clone()));
+        }
+    }
+    // Logging out revokes the token the other operations use: last.
+    operations.sort_by_key(|(path, _, _)| path.ends_with("/logout"));
+    assert_eq!(operations.len(), 10, "every route of the server is documented");
+    for (path, method, operation) in &operations {
+        let secured = operation["security"] != json!([]);
+        for bearer in [None, Some(tokens.access.as_str())] {
+            let reply = server.send(Method::from_bytes(method.as_bytes()).unwrap(), path, bearer).await;
+            let documented = &operation["responses"][reply.status.as_str()];
+            assert!(!documented.is_null(), "{method} {path} answered an undocumented {}: {}", reply.status, reply.body);
+            if secured && bearer.is_none() {
+                assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {path} without credentials");
+            }
+            if reply.status == StatusCode::UNAUTHORIZED {
+                assert!(
+                    !reply.header(WWW_AUTHENTICATE.as_str()).is_empty(),
+                    "{method} {path}: 401 without a challenge"
+                );
+            }
+        }
+    }
 }

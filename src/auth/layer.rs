@@ -7,6 +7,7 @@ use tower_layer::Layer;
 use super::service::TokenAuth;
 use super::verify::{Config, LastUsed};
 use crate::clock::Clock;
+use crate::devices::{RevokeSessionService, SessionListService};
 use crate::logout::LogoutService;
 use crate::token::TokenKind;
 
@@ -89,6 +90,17 @@ impl<St> TokenAuthLayer<St> {
     /// A [`LogoutService`] sharing this layer's store and settings.
     pub fn logout_service(&self) -> LogoutService<St> {
         LogoutService::from_config(Arc::clone(&self.config))
+    }
+
+    /// A [`SessionListService`] (the caller's devices) sharing this layer's store and settings.
+    pub fn session_list_service(&self) -> SessionListService<St> {
+        SessionListService::from_config(Arc::clone(&self.config))
+    }
+
+    /// A [`RevokeSessionService`] (revoke one of the caller's devices) sharing this layer's store and
+    /// settings.
+    pub fn revoke_session_service(&self) -> RevokeSessionService<St> {
+        RevokeSessionService::from_config(Arc::clone(&self.config))
     }
 }
 

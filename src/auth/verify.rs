@@ -14,7 +14,7 @@ use tokio::time::Sleep;
 use crate::authenticated::AuthenticatedToken;
 use crate::clock::{Clock, SystemClock};
 use crate::header::{credentials, BearerCredentials};
-use crate::observability::record::{self, LayerMetrics};
+use crate::observability::record::{self, LayerMetrics, Outcome};
 use crate::response::Rejection;
 use crate::store::{StoreError, StoreFuture, TokenStore};
 use crate::token::{TokenDigest, TokenId, TokenKind, TokenRecord};
@@ -188,15 +188,19 @@ pub(crate) fn guarded<T: Send + 'static>(
     let started = record::Started::now();
     match guard_panic(call).try_take_ready() {
         Ok(result) => {
-            record::store_call(operation, store, started, &result);
+            record::store_call(operation, store, started, error_label(&result));
             StoreFuture::ready(result)
         }
         Err(pending) => StoreFuture::new(async move {
             let result = bounded(timeout, pending).await;
-            record::store_call(operation, store, started, &result);
+            record::store_call(operation, store, started, error_label(&result));
             result
         }),
     }
+}
+
+fn error_label<T>(result: &Result<T, StoreError>) -> Option<&'static str> {
+    result.as_ref().err().map(|error| error.kind().label())
 }
 
 /// Waits for a pending store future, bounded by `timeout`, with a panic turned into a store error.
@@ -271,18 +275,23 @@ impl Failure {
         }
     }
 
+    /// The metrics' name for it.
+    pub(crate) fn outcome(self) -> Outcome {
+        match self {
+            Failure::Missing => Outcome::None,
+            Failure::Malformed => Outcome::Malformed,
+            Failure::Unknown => Outcome::Unknown,
+            Failure::Mismatch => Outcome::Mismatch,
+            Failure::Expired => Outcome::Expired,
+            Failure::WrongKind => Outcome::WrongKind,
+            Failure::StoreError => Outcome::StoreError,
+            Failure::StoreTimeout => Outcome::StoreTimeout,
+        }
+    }
+
     /// The `reason` label (bounded: these eight names).
     pub(crate) fn reason(self) -> &'static str {
-        match self {
-            Failure::Missing => "none",
-            Failure::Malformed => "malformed",
-            Failure::Unknown => "unknown",
-            Failure::Mismatch => "mismatch",
-            Failure::Expired => "expired",
-            Failure::WrongKind => "wrong_kind",
-            Failure::StoreError => "store_error",
-            Failure::StoreTimeout => "store_timeout",
-        }
+        self.outcome().reason()
     }
 
     fn of_store_error(error: &StoreError) -> Self {
@@ -300,6 +309,35 @@ pub(crate) enum Started {
     Pending(Lookup),
 }
 
+/// The caller of an endpoint (the device services): `known`, the token a [`TokenAuth`](super::TokenAuth)
+/// in front of it put in the extensions, or else the request authenticated here, counted in the same
+/// metrics as the layer's requests.
+pub(crate) fn authenticate<St: TokenStore>(
+    config: &Arc<Config<St>>,
+    headers: &HeaderMap,
+    known: Option<AuthenticatedToken>,
+) -> impl Future<Output = Result<AuthenticatedToken, Failure>> + Send + 'static {
+    let started = record::Started::now();
+    // Authenticated before (by a layer in front): nothing to do or to count.
+    let start = match known {
+        Some(token) => Err(token),
+        None => Ok(config.start_at(headers, started)),
+    };
+    let config = Arc::clone(config);
+    async move {
+        let result = match start {
+            Err(known) => return Ok(known),
+            Ok(Started::Done(result)) => result,
+            Ok(Started::Pending(mut lookup)) => {
+                let found = std::future::poll_fn(|cx| lookup.poll_lookup(cx)).await;
+                config.finish(&lookup.digest, found)
+            }
+        };
+        config.observe(&tracing::Span::none(), started, &result);
+        result
+    }
+}
+
 impl<St: TokenStore> Config<St> {
     /// Records a decision: the metrics, and the span's fields.
     #[inline]
@@ -310,7 +348,7 @@ impl<St: TokenStore> Config<St> {
         result: &Result<AuthenticatedToken, Failure>,
     ) {
         let asked = !matches!(result, Err(Failure::Missing | Failure::Malformed));
-        let outcome = result.as_ref().map(|_| ()).map_err(|failure| *failure);
+        let outcome = result.as_ref().map_or_else(|failure| failure.outcome(), |_| Outcome::Success);
         self.metrics.authenticated(self.store.backend_name(), started, asked.then_some(started), outcome);
         if span.is_disabled() {
             return;

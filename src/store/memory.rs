@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 
-use super::{StoreError, StoreFuture, TokenStore};
+use super::{counted_revocation, StoreError, StoreFuture, TokenStore};
 use crate::clock::{Clock, SystemClock};
 use crate::session::{
     ExchangeDecision, ExchangeOutcome, ExchangedSession, NewSession, OnReuse, RefreshExchange, RotatedRefresh,
@@ -671,7 +671,7 @@ impl TokenStore for MemoryStore {
     }
 
     fn revoke_sessions(&self, user_id: &UserId, sessions: Sessions) -> StoreFuture<u64> {
-        StoreFuture::ready(Ok(self.revoke_now(user_id, sessions)))
+        counted_revocation("memory", sessions, StoreFuture::ready(Ok(self.revoke_now(user_id, sessions))))
     }
 
     /// Runs on tokio's blocking pool when called inside a runtime (it scans every token), inline

@@ -27,6 +27,8 @@
 //! # }
 //! ```
 
+mod error;
+mod future;
 pub mod memory;
 #[cfg(feature = "sql")]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))))]
@@ -37,202 +39,32 @@ pub use sql::SqlStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
-use std::error::Error as StdError;
-use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use crate::session::{ExchangeOutcome, NewSession, RefreshExchange, SessionSummary, SessionTokens, Sessions};
-use crate::token::{
-    InvalidToken, IssuedToken, NewToken, PlainTextToken, TokenDigest, TokenId, TokenKind, TokenRecord, UserId,
-};
+use crate::token::{IssuedToken, NewToken, PlainTextToken, TokenDigest, TokenId, TokenKind, TokenRecord, UserId};
 
+pub use error::{StoreError, StoreErrorKind};
+pub use future::StoreFuture;
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
 
-type BoxError = Box<dyn StdError + Send + Sync>;
-
-/// A failure of the store itself (unreachable, timed out, corrupt data). Never "token not found".
-///
-/// The auth layer answers a store error with `503 Service Unavailable`: it fails closed and does not
-/// pretend the token is invalid (which would make clients throw valid tokens away).
-pub struct StoreError {
-    kind: StoreErrorKind,
-    source: Option<BoxError>,
-}
-
-/// What kind of [`StoreError`] this is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StoreErrorKind {
-    /// The backend could not be reached or answered with an error.
-    Backend,
-    /// The operation did not finish in time.
-    Timeout,
-    /// The backend held data this crate cannot read.
-    Corrupt,
-    /// The operating system's random number generator failed while issuing a token.
-    Random,
-    /// The request was refused before it reached the backend: a token with a reserved ability (see
-    /// [`Abilities::reserved`](crate::Abilities::reserved)). A bug in the caller, not a store failure.
-    InvalidInput,
-    /// The user already holds the maximum number of sessions and the
-    /// [`SessionLimit`](crate::session::SessionLimit) says to refuse new ones.
-    SessionLimit,
-    /// The write was applied on the primary, but fewer replicas than required acknowledged it within
-    /// the deadline (see `RedisStore::wait_for_replicas`), so a failover could still undo it. The
-    /// services answer `503`; retrying is safe (a retried logout revokes what is left, or finds the
-    /// token already gone).
-    NotAcknowledged,
-}
-
-impl StoreError {
-    /// A backend error wrapping `source`.
-    pub fn backend(source: impl Into<BoxError>) -> Self {
-        Self { kind: StoreErrorKind::Backend, source: Some(source.into()) }
-    }
-
-    /// A timeout.
-    pub fn timeout() -> Self {
-        Self { kind: StoreErrorKind::Timeout, source: None }
-    }
-
-    /// Unreadable data; `what` says what was wrong (never include secrets).
-    pub fn corrupt(what: impl Into<BoxError>) -> Self {
-        Self { kind: StoreErrorKind::Corrupt, source: Some(what.into()) }
-    }
-
-    pub(crate) fn random(source: getrandom::Error) -> Self {
-        Self { kind: StoreErrorKind::Random, source: Some(Box::new(source)) }
-    }
-
-    /// A request refused before it reached the backend (see [`StoreErrorKind::InvalidInput`]).
-    pub fn invalid_input(what: impl Into<BoxError>) -> Self {
-        Self { kind: StoreErrorKind::InvalidInput, source: Some(what.into()) }
-    }
-
-    /// The user is at the session limit and new sessions are refused (see [`StoreErrorKind::SessionLimit`]).
-    pub fn session_limit(max: usize) -> Self {
-        let what = format!("the user already holds the maximum of {max} sessions; log out of one first");
-        Self { kind: StoreErrorKind::SessionLimit, source: Some(what.into()) }
-    }
-
-    /// A write the primary applied but not enough replicas acknowledged in time (see
-    /// [`StoreErrorKind::NotAcknowledged`]); `what` says how many did, and within what deadline.
-    pub fn not_acknowledged(what: impl Into<BoxError>) -> Self {
-        Self { kind: StoreErrorKind::NotAcknowledged, source: Some(what.into()) }
-    }
-
-    /// The kind of error.
-    pub fn kind(&self) -> StoreErrorKind {
-        self.kind
-    }
-}
-
-impl fmt::Debug for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoreError").field("kind", &self.kind).field("source", &self.source).finish()
-    }
-}
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.kind {
-            StoreErrorKind::Backend => "token store backend error",
-            StoreErrorKind::Timeout => "token store timed out",
-            StoreErrorKind::Corrupt => "token store returned unreadable data",
-            StoreErrorKind::Random => "the system random number generator failed",
-            StoreErrorKind::InvalidInput => "token refused",
-            StoreErrorKind::SessionLimit => "session limit reached",
-            StoreErrorKind::NotAcknowledged => "token store write not acknowledged by replicas",
-        };
-        match &self.source {
-            Some(source) => write!(f, "{what}: {source}"),
-            None => f.write_str(what),
-        }
-    }
-}
-
-impl StdError for StoreError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn StdError + 'static))
-    }
-}
-
-/// The future every [`TokenStore`] method returns: `Send + 'static`, resolving to `Result<T, StoreError>`.
-///
-/// Build it with [`StoreFuture::ready`] when the answer is known at once (no allocation, and the auth
-/// layer then never yields to the executor), or [`StoreFuture::new`] around any `async` block. Because it
-/// must be `'static`, clone what the future needs (a pool, a connection manager) into it instead of
-/// borrowing `self`.
-#[must_use = "futures do nothing unless polled"]
-pub struct StoreFuture<T> {
-    state: StoreFutureState<T>,
-}
-
-enum StoreFutureState<T> {
-    Ready(Option<Result<T, StoreError>>),
-    Pending(Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>),
-}
-
-impl<T> StoreFuture<T> {
-    /// A future that is already complete.
-    #[inline]
-    pub fn ready(result: Result<T, StoreError>) -> Self {
-        Self { state: StoreFutureState::Ready(Some(result)) }
-    }
-
-    /// Wraps (and boxes) any `Send + 'static` future.
-    pub fn new<F>(future: F) -> Self
-    where
-        F: Future<Output = Result<T, StoreError>> + Send + 'static,
-    {
-        Self { state: StoreFutureState::Pending(Box::pin(future)) }
-    }
-
-    /// The result, if it is already known, without polling; otherwise the future back.
-    #[inline]
-    pub fn try_take_ready(self) -> Result<Result<T, StoreError>, Self> {
-        match self.state {
-            StoreFutureState::Ready(Some(result)) => Ok(result),
-            state => Err(Self { state }),
-        }
-    }
-}
-
-// The ready value is never pinned in place, and the pending future is boxed.
-impl<T> Unpin for StoreFuture<T> {}
-
-impl<T> Future for StoreFuture<T> {
-    type Output = Result<T, StoreError>;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.get_mut().state {
-            StoreFutureState::Ready(result) => Poll::Ready(result.take().expect("StoreFuture polled after completion")),
-            StoreFutureState::Pending(future) => future.as_mut().poll(cx),
-        }
-    }
-}
-
-impl<T> fmt::Debug for StoreFuture<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.state {
-            StoreFutureState::Ready(_) => "ready",
-            StoreFutureState::Pending(_) => "pending",
-        };
-        f.debug_tuple("StoreFuture").field(&state).finish()
-    }
-}
-
-impl From<InvalidToken> for StoreError {
-    fn from(e: InvalidToken) -> Self {
-        StoreError::invalid_input(e)
-    }
+/// What every store of the crate returns from [`TokenStore::revoke_sessions`]: the revocation, counted
+/// in the [metrics](crate::observability) where it happens, whoever asked for it.
+pub(crate) fn counted_revocation(
+    store: &'static str,
+    sessions: Sessions,
+    revoke: StoreFuture<u64>,
+) -> StoreFuture<u64> {
+    let label = match sessions {
+        Sessions::All => "all",
+        Sessions::Only(_) => "only",
+        Sessions::AllExcept(_) => "all_except",
+    };
+    revoke.inspect_ok(move |tokens| crate::observability::record::revoked(store, label, *tokens))
 }
 
 /// A place to keep tokens and sessions: the pluggable backend of [`TokenAuthLayer`](crate::TokenAuthLayer),
@@ -574,6 +406,8 @@ fn prepare(token: NewToken) -> Result<(zeroize::Zeroizing<String>, NewSession), 
 
 #[cfg(test)]
 mod tests {
+    use std::error::Error as _;
+
     use super::*;
 
     #[test]

@@ -213,7 +213,7 @@ use self::decode::{field, to_millis, Reader};
 use self::layout::{bucket_of, member, parse_member, Keys, Slot, MAX_SEQ};
 use self::replicas::{Acknowledged, ReplicaAck};
 use self::sentinel::{SentinelConnection, SentinelUrl};
-use super::{StoreError, StoreFuture, TokenStore};
+use super::{counted_revocation, StoreError, StoreFuture, TokenStore};
 use crate::session::{
     ExchangeDecision, ExchangeOutcome, ExchangedSession, NewSecret, NewSession, OnReuse, RefreshExchange,
     SessionSummary, SessionTokens, Sessions,
@@ -1104,7 +1104,8 @@ impl TokenStore for RedisStore {
     /// In pages of 100 sessions, one script each: see the [module docs](self#atomicity).
     fn revoke_sessions(&self, user_id: &UserId, sessions: Sessions) -> StoreFuture<u64> {
         let user_id = user_id.clone();
-        self.run(move |mut ops| async move { ops.revoke(&user_id, sessions).await })
+        let revoke = self.run(move |mut ops| async move { ops.revoke(&user_id, sessions).await });
+        counted_revocation(self.backend_name(), sessions, revoke)
     }
 
     /// Deletes matching tokens, and index members whose session expired, with `SCAN` over the

@@ -219,7 +219,7 @@ pub use chrono::FixedOffset;
 use self::conn::{db_error, in_transaction, on_pool, Conn, Param, TxError};
 use self::queries::Queries;
 use self::time::TimeRange;
-use super::{StoreError, StoreFuture, TokenStore};
+use super::{counted_revocation, StoreError, StoreFuture, TokenStore};
 use crate::session::{ExchangeOutcome, NewSession, RefreshExchange, SessionSummary, SessionTokens, Sessions};
 use crate::token::{TokenDigest, TokenId, TokenRecord, UserId};
 
@@ -488,6 +488,7 @@ impl SqlStore {
 }
 
 /// Whether a SQLite URL names an in-memory database, and whether it has a `mode=` parameter.
+#[cfg(any(feature = "sqlite", test))]
 fn sqlite_url_mode(url: &str) -> (bool, bool) {
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     let mode = query.split('&').find_map(|pair| pair.strip_prefix("mode="));
@@ -616,9 +617,10 @@ impl TokenStore for SqlStore {
     fn revoke_sessions(&self, user_id: &UserId, sessions: Sessions) -> StoreFuture<u64> {
         let (pool, config) = self.parts();
         let user_id = user_id.clone();
-        StoreFuture::new(async move {
+        let revoke = StoreFuture::new(async move {
             in_transaction!(&pool, config.backend, |conn| ops::revoke(conn, &config, &user_id, sessions))
-        })
+        });
+        counted_revocation(self.backend_name(), sessions, revoke)
     }
 
     /// One `DELETE` (retried, like the transactions, if it deadlocks with one of them).
