@@ -92,6 +92,7 @@ impl Conn<'_> {
     }
 
     /// The first column, as text, of the first row of a query, if any.
+    #[cfg(test)]
     pub(super) async fn text(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<String>, TxError> {
         use sqlx::Row as _;
         on_conn!(self, c => {

@@ -274,6 +274,17 @@ macro_rules! with_pool {
     };
 }
 
+impl Backend {
+    /// The store's name in metrics and logs ([`TokenStore::backend_name`]).
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::MySql => "mysql",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
 impl Pool {
     fn backend(&self) -> Backend {
         match *self {
@@ -561,6 +572,11 @@ fn validate(session: &NewSession) -> Result<(), StoreError> {
     if session.access.is_none() && session.refresh.is_none() {
         return Err(StoreError::invalid_input("a session needs an access or a refresh token"));
     }
+    if session.refresh.is_some() && session.family.is_none() {
+        // The family entry is what marks a refresh row as this crate's: without it, the row would read
+        // as an access token.
+        return Err(StoreError::invalid_input("a refresh token needs its session's family digest"));
+    }
     match session.abilities.reserved() {
         Some(reserved) => Err(crate::token::InvalidToken::ReservedAbility(reserved.to_owned()).into()),
         None => Ok(()),
@@ -569,11 +585,7 @@ fn validate(session: &NewSession) -> Result<(), StoreError> {
 
 impl TokenStore for SqlStore {
     fn backend_name(&self) -> &'static str {
-        match self.config.backend {
-            Backend::Postgres => "postgres",
-            Backend::MySql => "mysql",
-            Backend::Sqlite => "sqlite",
-        }
+        self.config.backend.name()
     }
 
     fn find(&self, id: TokenId) -> StoreFuture<Option<TokenRecord>> {
@@ -713,7 +725,16 @@ mod tests {
             assert_eq!(err.kind(), crate::StoreErrorKind::InvalidInput, "{reserved}");
         }
         assert!(validate(&session(&["posts:read"], None, None)).is_err());
-        assert!(validate(&session(&["posts:read"], Some(secret), Some(secret))).is_ok());
+        assert!(
+            validate(&session(&["posts:read"], Some(secret), Some(secret))).is_err(),
+            "a refresh token needs a family"
+        );
+        let family = NewSession {
+            family: Some(TokenDigest::of(b"family")),
+            ..session(&["posts:read"], Some(secret), Some(secret))
+        };
+        assert!(validate(&family).is_ok());
+        assert!(validate(&session(&["posts:read"], Some(secret), None)).is_ok());
     }
 
     #[test]
