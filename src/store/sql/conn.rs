@@ -83,6 +83,15 @@ impl Conn<'_> {
         })
     }
 
+    /// [`rows`](Self::rows) of a query that names a varying number of ids, without caching it as a
+    /// prepared statement.
+    pub(super) async fn rows_once(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, TxError> {
+        on_conn!(self, c => {
+            let rows = bound!(sql, params).persistent(false).fetch_all(&mut **c).await?;
+            rows.iter().map(|row| Row::read(row).map_err(TxError::Store)).collect()
+        })
+    }
+
     /// The one row of such a query, if any.
     pub(super) async fn row(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, TxError> {
         on_conn!(self, c => {

@@ -57,15 +57,25 @@ async fn row_of_user(
 
 /// Deletes rows of the user by id (only of the configured `tokenable_type`).
 async fn delete_ids(conn: &mut Conn<'_>, config: &Config, user: &UserIdParam, ids: &[TokenId]) -> Result<(), TxError> {
-    let keys: Vec<i64> = ids.iter().filter_map(|&id| i64::try_from(id).ok()).collect();
-    for chunk in keys.chunks(DELETE_CHUNK) {
-        let mut params = Vec::with_capacity(chunk.len() + 2);
-        params.push(Param::Text(&config.tokenable_type));
-        params.push(user.param());
-        params.extend(chunk.iter().map(|&id| Param::Int(id)));
-        conn.execute_once(&config.sql.delete_ids(chunk.len()), &params).await?;
+    for (count, params) in id_chunks(config, user, ids) {
+        conn.execute_once(&config.sql.delete_ids(count), &params).await?;
     }
     Ok(())
+}
+
+/// `ids` in chunks of at most [`DELETE_CHUNK`], each with its parameters: `tokenable_type`,
+/// `tokenable_id`, then the ids (those beyond BIGINT cannot exist and are left out).
+fn id_chunks<'a>(config: &'a Config, user: &'a UserIdParam, ids: &[TokenId]) -> Vec<(usize, Vec<Param<'a>>)> {
+    let keys: Vec<i64> = ids.iter().filter_map(|&id| i64::try_from(id).ok()).collect();
+    keys.chunks(DELETE_CHUNK)
+        .map(|chunk| {
+            let mut params = Vec::with_capacity(chunk.len() + 2);
+            params.push(Param::Text(&config.tokenable_type));
+            params.push(user.param());
+            params.extend(chunk.iter().map(|&id| Param::Int(id)));
+            (chunk.len(), params)
+        })
+        .collect()
 }
 
 /// Deletes every session of the user, or all but one, whose locked rows are `rows`; returns how many
@@ -300,7 +310,7 @@ async fn rotate(
             match found.filter(|row| row.session_leniently() == (SessionId::new(session), false)) {
                 Some(row) => Some(row.id),
                 // Pruned after it expired (`sanctum:prune-expired`, `prune_expired`): mint a new one.
-                None if link.expires_at.is_some_and(|expires| expires <= exchange.now) => None,
+                None if link.expired_by(exchange.now) => None,
                 None => {
                     // Deleted while it was valid: a logout on the Laravel side. The session is over.
                     delete_ids(conn, config, user, &[session]).await?;
@@ -417,13 +427,8 @@ pub(super) async fn list(
         };
         sessions.insert(summary.id, summary);
     }
-    let keys: Vec<i64> = access_rows.iter().filter_map(|&id| i64::try_from(id).ok()).collect();
-    for chunk in keys.chunks(DELETE_CHUNK) {
-        let mut params = Vec::with_capacity(chunk.len() + 2);
-        params.push(Param::Text(&config.tokenable_type));
-        params.push(user.param());
-        params.extend(chunk.iter().map(|&id| Param::Int(id)));
-        for row in conn.rows(&config.sql.rows_by_ids(chunk.len()), &params).await? {
+    for (count, params) in id_chunks(config, &user, &access_rows) {
+        for row in conn.rows_once(&config.sql.rows_by_ids(count), &params).await? {
             let Some(Token { record, .. }) = readable(config, &row) else { continue };
             let Some(summary) = sessions.get_mut(&record.session_id) else { continue };
             summary.last_used_at = summary.last_used_at.max(record.last_used_at);

@@ -190,6 +190,15 @@ pub(super) struct AccessLink {
     pub(super) expires_at: Option<SystemTime>,
 }
 
+impl AccessLink {
+    /// Whether the access token had expired by `now`, as the table saw it: at the second precision of
+    /// its `expires_at` column (which is truncated), so that a row pruned in the very second it expired
+    /// reads as expired, not as deleted.
+    pub(super) fn expired_by(&self, now: SystemTime) -> bool {
+        self.expires_at.is_some_and(|expires| from_unix_secs(unix_secs(expires)) <= now)
+    }
+}
+
 /// What a refresh row holds besides its token.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct RefreshRow {
@@ -485,6 +494,15 @@ mod tests {
             list(&refresh_abilities(&refresh_row(Abilities::none(), Vec::new())).unwrap())[..2],
             ["issue-access-token", "tta:grant-none"]
         );
+    }
+
+    #[test]
+    fn an_access_link_expires_at_the_precision_of_the_table() {
+        let at = |millis: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(millis);
+        let link = AccessLink { id: 1, expires_at: Some(at(10_700)) };
+        assert!(!link.expired_by(at(9_999)));
+        assert!(link.expired_by(at(10_000)), "expires_at holds 10 s: pruned at 10.2 s, it had expired");
+        assert!(!AccessLink { id: 1, expires_at: None }.expired_by(at(u64::from(u32::MAX))));
     }
 
     #[test]
