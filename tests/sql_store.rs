@@ -6,7 +6,8 @@
 //! are set (e.g. `postgres://postgres@127.0.0.1:5432/test`, `mysql://root@127.0.0.1:3306/test`) and
 //! print `skipped: ...` otherwise; SQLite always runs, on temporary files and in memory. Every test uses
 //! its own table and drops it at the end. `TOWER_TOKEN_AUTH_SQL_ROUNDS` sets the race rounds (default
-//! 300) and `TOWER_TOKEN_AUTH_SQL_REFRESHES` the refreshes of the storage-bound checks (default 10,000).
+//! 300), `TOWER_TOKEN_AUTH_SQL_REFRESHES` the refreshes of the storage-bound checks (default 10,000) and
+//! `TOWER_TOKEN_AUTH_SQL_MANY_ROWS` the Laravel rows of the many-rows user (default 20,000).
 
 #![cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 #![cfg_attr(not(all(feature = "postgres", feature = "mysql", feature = "sqlite")), allow(dead_code, unused))]
@@ -965,6 +966,49 @@ async fn laravel_actions_on_sessions(db: Db) {
     .await;
 }
 
+/// A user with many Laravel-written rows (`TOWER_TOKEN_AUTH_SQL_MANY_ROWS`, default 20,000; the timed
+/// run with 100,000 is `examples/sql_many_rows.rs`): logins, an exchange, the listing and a logout work
+/// and leave every Laravel row alone; the listing is bounded.
+async fn many_laravel_rows(db: Db) {
+    db.with_table(|db, table| async move {
+        let rows = env_count("TOWER_TOKEN_AUTH_SQL_MANY_ROWS", 20_000);
+        let store = db.store(&table);
+        let t = db.quote(&table);
+        let ty = db.string_literal("App\\Models\\User");
+        let now = laravel_time(SystemTime::now());
+        for start in (0..rows).step_by(500) {
+            let values: Vec<String> = (start..rows.min(start + 500))
+                .map(|i| {
+                    let digest = TokenDigest::of(format!("many-{i}").as_bytes()).to_hex();
+                    format!("({ty}, 77, 'ci', '{digest}', '[\"*\"]', '{now}', '{now}')")
+                })
+                .collect();
+            db.exec(&format!(
+                "INSERT INTO {t} (tokenable_type, tokenable_id, name, token, abilities, created_at, updated_at) VALUES {}",
+                values.join(", ")
+            ))
+            .await;
+        }
+        let user = UserId::from(77u64);
+        let tokens = RefreshTokens::new(store.clone()).session_limit(SessionLimit::new(2, WhenFull::RevokeOldest));
+        let clock = |i: u64| ManualClock::new(now_secs() + Duration::from_secs(i));
+        let first = tokens.clone().clock(clock(0)).issue_pair(NewPair::new(user.clone())).await.unwrap();
+        let second = tokens.clone().clock(clock(1)).issue_pair(NewPair::new(user.clone())).await.unwrap();
+        let second = tokens.exchange(&bearer(&second.refresh)).await.unwrap();
+        let third = tokens.clone().clock(clock(2)).issue_pair(NewPair::new(user.clone())).await.unwrap();
+        assert!(!works(&store, &first.access).await, "the oldest login was evicted");
+        assert!(works(&store, &second.access).await && works(&store, &third.access).await);
+        assert_eq!(db.count(&table, Some(&user)).await as usize, rows + 4, "every Laravel row is still there");
+        let listed = store.list_sessions(&user).await.unwrap();
+        assert_eq!(listed.len(), rows.min(1000), "the newest sessions, at most 1,000");
+        assert_eq!(listed.iter().filter(|s| s.id == second.session_id() || s.id == third.session_id()).count(), 2, "{:?} {:?} {:?}", second.session_id(), third.session_id(), &listed[..3]);
+        assert_eq!(store.revoke_sessions(&user, Sessions::Only(third.session_id())).await.unwrap(), 2);
+        assert_eq!(db.count(&table, Some(&user)).await as usize, rows + 2);
+        assert_eq!(store.revoke_all_for_user(&user).await.unwrap() as usize, rows + 2);
+    })
+    .await;
+}
+
 /// Tokens issued by the store are rows Laravel can read, and authenticate with, and ability-check.
 async fn issued_tokens_are_laravel_rows(db: Db) {
     db.with_table(|db, table| async move {
@@ -1325,6 +1369,13 @@ mod postgres {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_many_laravel_rows() {
+        if let Some(db) = Db::postgres().await {
+            many_laravel_rows(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_extreme_timestamps_read_safely() {
         if let Some(db) = Db::postgres().await {
             extreme_timestamps_read_safely(db).await;
@@ -1420,6 +1471,13 @@ mod mysql {
     async fn mysql_laravel_actions_on_sessions() {
         if let Some(db) = Db::mysql().await {
             laravel_actions_on_sessions(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mysql_many_laravel_rows() {
+        if let Some(db) = Db::mysql().await {
+            many_laravel_rows(db).await;
         }
     }
 
@@ -1528,6 +1586,11 @@ mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_laravel_actions_on_sessions() {
         laravel_actions_on_sessions(Db::sqlite().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_many_laravel_rows() {
+        many_laravel_rows(Db::sqlite().await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

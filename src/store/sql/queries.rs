@@ -177,7 +177,10 @@ impl Queries {
             Backend::Postgres | Backend::MySql => " FOR UPDATE",
             Backend::Sqlite => "",
         };
-        let of_user = format!("FROM {t} WHERE {ty} = ? AND {tokenable_id} = {user} ORDER BY {id}");
+        // Ordered by the table's column: a bare `id` would name the output column, which PostgreSQL sorts
+        // as the text it is selected as (`'9999' > '20005'`).
+        let by_id = format!("{t}.{id}");
+        let of_user = format!("FROM {t} WHERE {ty} = ? AND {tokenable_id} = {user} ORDER BY {by_id}");
         let user_only = format!("{ty} = ? AND {tokenable_id} = {user}");
         let abilities_text = text("abilities");
         let (token, abilities, name) = (q("token"), q("abilities"), q("name"));
@@ -190,11 +193,11 @@ impl Queries {
             find_locked: format!("SELECT {columns} FROM {t} WHERE {id} = ? AND {ty} = ?{for_update}"),
             row_of_user_locked: format!("SELECT {columns} FROM {t} WHERE {id} = ? AND {user_only}{for_update}"),
             matching_rows_of_user_locked: format!(
-                "SELECT {columns} FROM {t} WHERE {user_only} AND {abilities_text} LIKE ? ORDER BY {id}{for_update}"
+                "SELECT {columns} FROM {t} WHERE {user_only} AND {abilities_text} LIKE ? ORDER BY {by_id}{for_update}"
             ),
             session_rows_of_user: format!(
                 "SELECT {columns} FROM {t} WHERE {user_only} AND ({abilities} IS NULL OR {abilities_text} NOT LIKE ?) \
-                 ORDER BY {id} DESC LIMIT {MAX_LISTED_ROWS}"
+                 ORDER BY {by_id} DESC LIMIT {MAX_LISTED_ROWS}"
             ),
             lock_user: (backend != Backend::Sqlite).then(|| format!("SELECT {id} {of_user}{for_update}")),
             rows_of_user_locked: format!("SELECT {columns} {of_user}{for_update}"),
@@ -329,7 +332,7 @@ mod tests {
             .insert
             .contains("VALUES ($1, (SELECT r.\"tokenable_id\" FROM json_populate_record(NULL::\"tokens\", "));
         assert!(q.insert.contains("'tokenable_id', $2::text)) AS r), $3, $4, $5, $6, $7, $8) RETURNING \"id\""));
-        assert!(q.rows_of_user_locked.ends_with("ORDER BY \"id\" FOR UPDATE"));
+        assert!(q.rows_of_user_locked.ends_with("ORDER BY \"tokens\".\"id\" FOR UPDATE"));
         assert!(q
             .lock_user
             .as_deref()
@@ -339,8 +342,10 @@ mod tests {
             .delete_ids(3)
             .starts_with("DELETE FROM \"tokens\" WHERE \"tokenable_type\" = $1 AND \"tokenable_id\" = "));
         assert!(q.delete_ids(3).ends_with("$2::text)) AS r) AND \"id\" IN ($3, $4, $5)"), "{}", q.delete_ids(3));
-        assert!(q.matching_rows_of_user_locked.ends_with("\"abilities\"::text LIKE $3 ORDER BY \"id\" FOR UPDATE"));
-        assert!(q.session_rows_of_user.ends_with("NOT LIKE $3) ORDER BY \"id\" DESC LIMIT 1000"));
+        assert!(q
+            .matching_rows_of_user_locked
+            .ends_with("\"abilities\"::text LIKE $3 ORDER BY \"tokens\".\"id\" FOR UPDATE"));
+        assert!(q.session_rows_of_user.ends_with("NOT LIKE $3) ORDER BY \"tokens\".\"id\" DESC LIMIT 1000"));
         assert!(q.touch.ends_with("(\"created_at\" IS NULL OR \"created_at\" <= $5)"));
         assert_eq!(q.advisory_lock.as_deref(), Some("SELECT pg_advisory_xact_lock(1953784064, hashtext($1))"));
         assert!(q.create_table.contains("CREATE TABLE IF NOT EXISTS \"tokens\""));
@@ -355,7 +360,7 @@ mod tests {
             q.delete_user,
             "DELETE FROM `personal_access_tokens` WHERE `tokenable_type` = ? AND `tokenable_id` = ?"
         );
-        assert!(q.rows_of_user_locked.ends_with("ORDER BY `id` FOR UPDATE"));
+        assert!(q.rows_of_user_locked.ends_with("ORDER BY `personal_access_tokens`.`id` FOR UPDATE"));
         assert!(q.find.contains("ELSE CAST(`created_at` AS DATETIME) END"));
         assert!(q.advisory_lock.is_none());
         let q = Queries::new(Backend::Sqlite, "personal_access_tokens");
