@@ -939,6 +939,21 @@ async fn laravel_actions_on_sessions(db: Db) {
         assert!(matches!(at(now).exchange(&bearer(&idle.refresh)).await, Err(RefreshError::Invalid)));
         assert!(at(now).exchange(&bearer(&busy.refresh)).await.is_ok());
 
+        // Deleting only a session's refresh row (`PersonalAccessToken::find($id)->delete()`): the session
+        // cannot refresh, and its access row authenticates until it expires (documented). The README's
+        // Laravel-side line deletes both rows: `where('id', $id)->orWhere('abilities', 'like', ...)`.
+        let user = fresh_user();
+        let pair = at(now).issue_pair(NewPair::new(user.clone())).await.unwrap();
+        let refresh_id = pair.refresh.record.id;
+        db.exec(&format!("DELETE FROM {t} WHERE id = {refresh_id}")).await;
+        assert!(matches!(at(now).exchange(&bearer(&pair.refresh)).await, Err(RefreshError::Invalid)));
+        assert!(sanctum_authenticates(&db, &table, pair.access.plain_text.expose(), None).await);
+        assert!(works(&store, &pair.access).await, "until it expires: the documented gap");
+        let pair = at(now).issue_pair(NewPair::new(user.clone())).await.unwrap();
+        let id = pair.refresh.record.id;
+        db.exec(&format!("DELETE FROM {t} WHERE id = {id} OR abilities LIKE '%\"tta:session:{id}\"%'")).await;
+        assert!(!works(&store, &pair.access).await && !works(&store, &pair.refresh).await, "the fix: both rows");
+
         // `$user->createToken('deploy', ['deploy'])` three times, then logins under a limit of 3: the
         // API keys neither count toward the limit nor are evicted; the oldest logins are.
         let user = UserId::from(4343u64);
