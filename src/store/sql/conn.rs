@@ -92,6 +92,15 @@ impl Conn<'_> {
         })
     }
 
+    /// The first column of the one row of a `SELECT COUNT(*)`.
+    pub(super) async fn count(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, TxError> {
+        use sqlx::Row as _;
+        on_conn!(self, c => {
+            let row = bound!(sql, params).fetch_one(&mut **c).await?;
+            Ok(u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0))
+        })
+    }
+
     /// The one row of such a query, if any.
     pub(super) async fn row(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, TxError> {
         on_conn!(self, c => {

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use super::conn::{Conn, Param, TxError};
-use super::queries::{ACCESS_ROW_PATTERN, DELETE_CHUNK, REFRESH_ROW_PATTERN};
+use super::queries::{ACCESS_ROW_PATTERN, DELETE_CHUNK, REFRESH_ROW_PATTERN, RETIRED_ROW_PATTERN};
 use super::rows::{self, AccessLink, Meaning, RefreshRow, Row, Token};
 use super::{Config, UserIdParam};
 use crate::session::{
@@ -33,8 +33,8 @@ pub(super) const MAX_EVICTIONS_PER_LOGIN: usize = 64;
 /// Locks every row of the user (one `SELECT ... ORDER BY id FOR UPDATE` on the `(tokenable_type,
 /// tokenable_id)` index), then reads them all again in a statement of its own. In `READ COMMITTED` the
 /// second statement's snapshot is taken after the lock wait, so it also sees rows that the transaction
-/// we waited for inserted, which the locking statement's older snapshot cannot. Only for revoking every
-/// session (or all but one), which deletes those rows anyway.
+/// we waited for inserted, which the locking statement's older snapshot cannot. Only for revoking all
+/// sessions but one, which deletes those rows anyway.
 async fn lock_rows(conn: &mut Conn<'_>, config: &Config, user: &UserIdParam) -> Result<Vec<Row>, TxError> {
     let params = [Param::Text(&config.tokenable_type), user.param()];
     if let Some(lock) = &config.sql.lock_user {
@@ -78,42 +78,26 @@ fn id_chunks<'a>(config: &'a Config, user: &'a UserIdParam, ids: &[TokenId]) -> 
         .collect()
 }
 
-/// Deletes every session of the user, or all but one, whose locked rows are `rows`; returns how many
-/// tokens (rows that are not retired) went.
-async fn revoke_rows(
+/// Deletes every session of the user but `kept`: locks all the user's rows, reads them, and deletes
+/// those of other sessions by id. Returns how many tokens (rows that are not retired) went.
+async fn revoke_all_except(
     conn: &mut Conn<'_>,
     config: &Config,
     user: &UserIdParam,
-    rows: &[Row],
-    which: Sessions,
+    kept: SessionId,
 ) -> Result<u64, TxError> {
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let classified: Vec<(TokenId, SessionId, bool)> = rows
-        .iter()
-        .map(|row| {
-            let (session, retired) = row.session_leniently();
-            (row.id, session, retired)
-        })
-        .collect();
-    let retired = |selected: &[(TokenId, SessionId, bool)]| selected.iter().filter(|(_, _, r)| *r).count() as u64;
-    match which {
-        Sessions::All => {
-            // Laravel's own statement, as a statement of its own after the lock: it also takes any row
-            // committed since the read.
-            let params = [Param::Text(&config.tokenable_type), user.param()];
-            let deleted = conn.execute(&config.sql.delete_user, &params).await?;
-            Ok(deleted.saturating_sub(retired(&classified)))
-        }
-        Sessions::Only(_) | Sessions::AllExcept(_) => {
-            let selected: Vec<(TokenId, SessionId, bool)> =
-                classified.into_iter().filter(|(_, session, _)| which.includes(*session)).collect();
-            let ids: Vec<TokenId> = selected.iter().map(|(id, _, _)| *id).collect();
-            delete_ids(conn, config, user, &ids).await?;
-            Ok(selected.len() as u64 - retired(&selected))
+    let rows = lock_rows(conn, config, user).await?;
+    let mut ids = Vec::new();
+    let mut tokens = 0;
+    for row in &rows {
+        let (session, retired) = row.session_leniently();
+        if session != kept {
+            ids.push(row.id);
+            tokens += u64::from(!retired);
         }
     }
+    delete_ids(conn, config, user, &ids).await?;
+    Ok(tokens)
 }
 
 /// Deletes one session of the user, by primary keys: its first row (locked), and the access row that
@@ -275,10 +259,7 @@ pub(super) async fn exchange(
         ExchangeDecision::Reuse => {
             let revoked = match exchange.on_reuse {
                 OnReuse::RevokeSession => revoke_session(conn, config, &owner, current.session_id).await?,
-                OnReuse::RevokeAllSessions => {
-                    let rows = lock_rows(conn, config, &owner).await?;
-                    revoke_rows(conn, config, &owner, &rows, Sessions::All).await?
-                }
+                OnReuse::RevokeAllSessions => revoke_all(conn, config, &owner).await?,
             };
             Ok(ExchangeOutcome::Reused { user_id: current.user_id, session_id: current.session_id, revoked })
         }
@@ -389,11 +370,24 @@ pub(super) async fn revoke(
     let user = UserIdParam::new(user_id, config.backend);
     match which {
         Sessions::Only(session) => revoke_session(conn, config, &user, session).await,
-        Sessions::All | Sessions::AllExcept(_) => {
-            let rows = lock_rows(conn, config, &user).await?;
-            revoke_rows(conn, config, &user, &rows, which).await
-        }
+        Sessions::All => revoke_all(conn, config, &user).await,
+        Sessions::AllExcept(kept) => revoke_all_except(conn, config, &user, kept).await,
     }
+}
+
+/// Every row of the user: lock them in id order (PostgreSQL, MySQL; SQLite's `BEGIN IMMEDIATE` already
+/// holds the database), count the retired ones, then Laravel's own `DELETE`, a statement of its own that
+/// also takes any row committed since the lock. No row is sent to the client: a user with 100,000 rows
+/// is logged out in one statement's time.
+async fn revoke_all(conn: &mut Conn<'_>, config: &Config, user: &UserIdParam) -> Result<u64, TxError> {
+    let params = [Param::Text(&config.tokenable_type), user.param()];
+    if let Some(lock) = &config.sql.lock_user {
+        conn.execute(lock, &params).await?;
+    }
+    let retired = [Param::Text(&config.tokenable_type), user.param(), Param::Text(RETIRED_ROW_PATTERN)];
+    let retired = conn.count(&config.sql.count_matching_of_user, &retired).await?;
+    let deleted = conn.execute(&config.sql.delete_user, &params).await?;
+    Ok(deleted.saturating_sub(retired))
 }
 
 /// [`TokenStore::list_sessions`](crate::TokenStore::list_sessions): the user's newest rows that begin a

@@ -28,6 +28,9 @@ pub(super) struct Queries {
     /// `tokenable_type`, `tokenable_id` -> the user's rows, in id order, locked (`FOR UPDATE`; plain
     /// on SQLite).
     pub(super) rows_of_user_locked: String,
+    /// `tokenable_type`, `tokenable_id`, a `LIKE` pattern -> how many of the user's rows match it (the
+    /// retired rows, pattern [`RETIRED_ROW_PATTERN`]).
+    pub(super) count_matching_of_user: String,
     /// PostgreSQL only: a key -> a transaction-scoped advisory lock on it.
     pub(super) advisory_lock: Option<String>,
     /// `tokenable_type`, `tokenable_id`, `name`, `token`, `abilities`, `expires_at`, `created_at`,
@@ -84,6 +87,9 @@ pub(super) const MAX_LISTED_ROWS: usize = 1000;
 
 /// `abilities LIKE` this: a candidate refresh row (the exact entry is checked after reading).
 pub(super) const REFRESH_ROW_PATTERN: &str = "%\"tta:family:%";
+
+/// `abilities LIKE` this: a row retired by version 0.1 (`"rotated-refresh-token"`, which no escape changes).
+pub(super) const RETIRED_ROW_PATTERN: &str = "%\"rotated-refresh-token\"%";
 
 /// `abilities LIKE` this: a candidate access row of a session with a refresh token.
 pub(super) const ACCESS_ROW_PATTERN: &str = "%\"tta:session:%";
@@ -201,6 +207,7 @@ impl Queries {
             ),
             lock_user: (backend != Backend::Sqlite).then(|| format!("SELECT {id} {of_user}{for_update}")),
             rows_of_user_locked: format!("SELECT {columns} {of_user}{for_update}"),
+            count_matching_of_user: format!("SELECT COUNT(*) FROM {t} WHERE {user_only} AND {abilities_text} LIKE ?"),
             // Two int4 keys: a key space of their own, apart from the single-bigint advisory locks other
             // code in the database may take. The class id spells "tta\0".
             advisory_lock: (backend == Backend::Postgres)
@@ -274,6 +281,7 @@ impl Queries {
             session_rows_of_user: n(self.session_rows_of_user),
             lock_user: self.lock_user.map(n),
             rows_of_user_locked: n(self.rows_of_user_locked),
+            count_matching_of_user: n(self.count_matching_of_user),
             advisory_lock: self.advisory_lock.map(n),
             insert: n(self.insert),
             update_refresh: n(self.update_refresh),
