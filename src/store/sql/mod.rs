@@ -144,7 +144,7 @@
 //! | [`find`](TokenStore::find) | `SELECT … WHERE id = ? AND tokenable_type = ?` (one statement, no transaction) |
 //! | [`insert`](TokenStore::insert) | (PostgreSQL: `pg_advisory_xact_lock` on the user) · lock the user's refresh rows (`abilities LIKE '%"tta:family:%'`, on the `(tokenable_type, tokenable_id)` index, in id order) · `DELETE` by id the oldest sessions the [`SessionLimit`](crate::session::SessionLimit) evicts (at most 64 per login; refresh row and its access row) · `INSERT` the refresh row · `INSERT` the access row with its `tta:session` link · `UPDATE` the refresh row's `abilities` with its `tta:access` link |
 //! | [`exchange_refresh`](TokenStore::exchange_refresh) | lock the presented row by id · [`decide`](crate::session::RefreshExchange::decide) · Rotate: lock the access row its `tta:access` names (by id), `UPDATE` it in place (`token`, `abilities`, `expires_at`, `created_at` = now, `last_used_at` = `NULL`), or `INSERT` one if it was pruned after expiring; `UPDATE` the refresh row (`token`, `expires_at`, `abilities`, `created_at` = `updated_at` = now) · Reuse: `DELETE` the session's two rows by id (or, with `RevokeAllSessions`, all the user's) · access row deleted before it expired: `DELETE` the refresh row · Invalid: nothing |
-//! | [`revoke_sessions`](TokenStore::revoke_sessions) | [`Sessions::Only`]: lock the session's row and the access row it names, by id, and `DELETE` them. [`Sessions::All`] / [`Sessions::AllExcept`]: lock all the user's rows (`SELECT id … ORDER BY id FOR UPDATE`), read them again, then `DELETE … WHERE tokenable_type = ? AND tokenable_id = ?` (Laravel's `$user->tokens()->delete()`), or `DELETE … WHERE id IN (…)` for all but one session |
+//! | [`revoke_sessions`](TokenStore::revoke_sessions) | [`Sessions::Only`]: lock the session's row and the access row it names, by id, and `DELETE` them. [`Sessions::All`]: lock all the user's rows (`SELECT id … ORDER BY id FOR UPDATE`), count the retired ones, then `DELETE … WHERE tokenable_type = ? AND tokenable_id = ?` (Laravel's `$user->tokens()->delete()`). [`Sessions::AllExcept`]: lock all the user's rows, read them again, `DELETE … WHERE id IN (…)` those of the other sessions |
 //! | [`list_sessions`](TokenStore::list_sessions) | the user's newest 1,000 rows that begin a session (`abilities` not `LIKE '%"tta:session:%'`), then the access rows their refresh rows name, by id (no transaction) |
 //! | [`prune_expired`](TokenStore::prune_expired) | `DELETE … WHERE tokenable_type = ? AND (expires_at < ? [OR created_at < ?])` (one statement, retried like the transactions) |
 //! | [`touch_last_used`](TokenStore::touch_last_used) | `UPDATE … SET last_used_at = ?, updated_at = ? WHERE id = ? AND tokenable_type = ? AND (created_at IS NULL OR created_at <= ?)` |
@@ -159,7 +159,7 @@
 //! the rotated digest under the lock and revokes the session as reuse.
 //!
 //! A login's cost: the refresh rows it locks and reads are bounded by the session limit, but finding them
-//! is a scan of the user's index range with the `LIKE` filter evaluated by the database (about 20-100 ms
+//! is a scan of the user's index range with the `LIKE` filter evaluated by the database (about 40-250 ms
 //! for 100,000 rows of one user; no row a Laravel app wrote is locked or sent). `list_sessions` returns
 //! at most the 1,000 newest sessions (by row id, that is by login), and skips rows it cannot read,
 //! logging each at `warn` with its id and counting it in `tower_token_auth_unreadable_rows_skipped_total`
