@@ -128,7 +128,8 @@
 //!   layer does not look up a second row per request); delete both rows, or log out through this store;
 //! - `createToken` rows are sessions of one token: listed, but **not counted** by the session limit and
 //!   **never evicted** by a login (a Laravel app's API keys do not disappear because someone logged in on
-//!   a phone). [`Sessions::All`] and [`Sessions::AllExcept`] do delete them, like `tokens()->delete()`.
+//!   a phone). An access token this store issues on its own (`NewToken::access`) is the same kind of row
+//!   and is treated the same; the limit counts the sessions that have a refresh token. [`Sessions::All`] and [`Sessions::AllExcept`] do delete them, like `tokens()->delete()`.
 //!
 //! # Atomicity and cost
 //!
