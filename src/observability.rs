@@ -22,6 +22,7 @@
 //! | `tower_token_auth_refresh_exchanges_total` | counter | `outcome` = `exchanged` \| `invalid` \| `reused` \| `error` | refresh-token exchanges |
 //! | `tower_token_auth_refresh_reuse_detected_total` | counter | | **the theft signal**: an exchanged refresh token presented again |
 //! | `tower_token_auth_forbidden_total` | counter | | `403`s of [`RequireAbilitiesLayer`](crate::ability::RequireAbilitiesLayer) |
+//! | `tower_token_auth_unreadable_rows_skipped_total` | counter | `store` | rows a session listing skipped because the store cannot read them (each also logged at `warn` with its id) |
 //!
 //! The revocation counters are kept by the crate's stores themselves (memory, Redis, SQL), in
 //! [`TokenStore::revoke_sessions`](crate::TokenStore::revoke_sessions), so a handler that calls the store
@@ -370,5 +371,6 @@ pub(crate) mod record {
         refresh_exchanges => "tower_token_auth_refresh_exchanges_total", "outcome": outcome;
         refresh_reuse_detected => "tower_token_auth_refresh_reuse_detected_total";
         forbidden => "tower_token_auth_forbidden_total";
+        unreadable_rows_skipped => "tower_token_auth_unreadable_rows_skipped_total", "store": store;
     }
 }

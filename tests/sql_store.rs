@@ -6,7 +6,8 @@
 //! are set (e.g. `postgres://postgres@127.0.0.1:5432/test`, `mysql://root@127.0.0.1:3306/test`) and
 //! print `skipped: ...` otherwise; SQLite always runs, on temporary files and in memory. Every test uses
 //! its own table and drops it at the end. `TOWER_TOKEN_AUTH_SQL_ROUNDS` sets the race rounds (default
-//! 300) and `TOWER_TOKEN_AUTH_SQL_REFRESHES` the refreshes of the storage-bound checks (default 10,000).
+//! 300), `TOWER_TOKEN_AUTH_SQL_REFRESHES` the refreshes of the storage-bound checks (default 10,000) and
+//! `TOWER_TOKEN_AUTH_SQL_MANY_ROWS` the Laravel rows of the many-rows user (default 20,000).
 
 #![cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 #![cfg_attr(not(all(feature = "postgres", feature = "mysql", feature = "sqlite")), allow(dead_code, unused))]
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use chrono::DateTime;
 use http::header::{HeaderValue, AUTHORIZATION};
 use http::HeaderMap;
+use tower_token_auth::clock::ManualClock;
 use tower_token_auth::refresh::{NewPair, RefreshError, RefreshTokens};
 use tower_token_auth::session::{NewSecret, NewSession, SessionId, SessionLimit, Sessions, WhenFull};
 use tower_token_auth::store::sql::{FixedOffset, SqlStore};
@@ -28,7 +30,7 @@ use tower_token_auth::testing::{
     store_contract, works,
 };
 use tower_token_auth::token::{parse_token, TokenDigest};
-use tower_token_auth::{Abilities, NewToken, TokenKind, TokenStore, TokenStoreExt, UserId};
+use tower_token_auth::{NewToken, TokenKind, TokenStore, TokenStoreExt, UserId};
 
 const POSTGRES_URL: &str = "TOWER_TOKEN_AUTH_POSTGRES_URL";
 const MYSQL_URL: &str = "TOWER_TOKEN_AUTH_MYSQL_URL";
@@ -69,13 +71,6 @@ fn rounds() -> usize {
 
 fn refreshes() -> usize {
     env_count("TOWER_TOKEN_AUTH_SQL_REFRESHES", 10_000)
-}
-
-/// `Authorization: Bearer {id}|{secret}` for a token Laravel wrote.
-fn bearer_of(id: u64, secret: &str) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {id}|{secret}")).unwrap());
-    headers
 }
 
 /// Sanctum's `PersonalAccessToken::can($ability)` on a raw `abilities` column, as PHP evaluates it:
@@ -224,6 +219,15 @@ impl Db {
             #[cfg(feature = "mysql")]
             Db::My(..) => format!("`{name}`"),
             _ => format!("\"{name}\""),
+        }
+    }
+
+    /// `value` as an SQL string literal (MySQL reads backslashes in literals as escapes).
+    fn string_literal(&self, value: &str) -> String {
+        match self {
+            #[cfg(feature = "mysql")]
+            Db::My(..) => format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''")),
+            _ => format!("'{}'", value.replace('\'', "''")),
         }
     }
 
@@ -404,13 +408,18 @@ async fn races_with_inserting_exchanges(db: Db) {
     db.with_table(move |db, table| async move {
         let store = db.connected_store(&table).await;
         let tokens = RefreshTokens::new(store.clone());
+        let now = now_secs();
+        let past = RefreshTokens::new(store.clone())
+            .clock(ManualClock::new(now - Duration::from_secs(7200)))
+            .access_ttl(Duration::from_secs(60));
         let (rounds, mut leaks, mut exchanges) = (rounds(), 0, 0);
         let started = Instant::now();
         for round in 0..rounds {
             let user = fresh_user();
-            let pair = tokens.issue_pair(NewPair::new(user.clone())).await.unwrap();
-            let t = db.quote(&table);
-            db.exec(&format!("DELETE FROM {t} WHERE id = {}", pair.access.record.id)).await;
+            // Issued two hours ago with a one-minute access token, which pruning then removes.
+            let pair = past.issue_pair(NewPair::new(user.clone())).await.unwrap();
+            store.prune_expired(now, None).await.unwrap();
+            assert!(store.find(pair.access.record.id).await.unwrap().is_none());
             let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(if round % 2 == 0 { 2 } else { 4 }));
             let mut tasks = Vec::new();
             if round % 2 == 0 {
@@ -595,7 +604,10 @@ async fn reads_laravel_rows(db: Db) {
         bad_json.abilities = Some("{\"0\":\"posts:read\"}");
         let bad_json_id = db.insert_laravel(&table, &bad_json).await;
         assert_eq!(store.find(bad_json_id).await.unwrap_err().kind(), StoreErrorKind::Corrupt);
-        assert_eq!(store.list_sessions(&42u64.into()).await.unwrap_err().kind(), StoreErrorKind::Corrupt);
+        // The listing skips the rows it cannot read (with a warning naming them), and lists the rest.
+        let listed: Vec<u64> = store.list_sessions(&42u64.into()).await.unwrap().iter().map(|s| s.id.get()).collect();
+        assert!(listed.contains(&current_id) && listed.contains(&id), "{listed:?}");
+        assert!(!listed.contains(&bad_json_id) && !listed.contains(&bad_token_id), "{listed:?}");
 
         // A timezone offset shifts the naive timestamps.
         let berlin_winter = db.store(&table).timezone_offset(FixedOffset::east_opt(3600).unwrap());
@@ -622,65 +634,392 @@ async fn reads_laravel_rows(db: Db) {
     .await;
 }
 
-/// Refresh tokens as Laravel apps write them exchange into sessions of two; the previous version's
-/// rotated rows never authenticate nor exchange.
-async fn exchanges_laravel_refresh_rows(db: Db) {
+// ---------------------------------------------------------------------------------------------------
+// Sharing the table with a live Laravel application (Sanctum 4), replayed with the SQL Laravel sends.
+
+/// PHP's `json_encode($array)` with no flags, as Eloquent's `json` cast writes `abilities`: `/` as `\/`,
+/// every non-ASCII character as `\uXXXX` (UTF-16), control characters escaped.
+fn php_json_encode(list: &[&str]) -> String {
+    let mut out = String::from("[");
+    for (i, item) in list.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in item.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '/' => out.push_str("\\/"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x20 || !c.is_ascii() => {
+                    let mut units = [0u16; 2];
+                    for unit in c.encode_utf16(&mut units) {
+                        out.push_str(&format!("\\u{unit:04x}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push(']');
+    out
+}
+
+/// Sanctum 4's `HasApiTokens::createToken($name, $abilities, $expiresAt)`: the plain text is
+/// `Str::random(40)` followed by `hash('crc32b', $entropy)` (`generateTokenString`, no prefix), the row
+/// holds `hash('sha256', $plain)`, the abilities as `json_encode` writes them, and `created_at` =
+/// `updated_at` = now; the client gets `"{id}|{plain}"`. `abilities_json` is written verbatim, for rows
+/// an application edited by hand (`None`: SQL `NULL`).
+async fn sanctum_create_token_raw(
+    db: &Db,
+    table: &str,
+    user: i64,
+    name: &str,
+    abilities_json: Option<&str>,
+    expires_at: Option<SystemTime>,
+) -> (u64, String) {
+    // Str::random(40): 40 alphanumeric characters (here from a digest of a unique value).
+    let entropy = TokenDigest::of(unique_suffix().as_bytes()).to_hex()[..40].to_owned();
+    let plain = format!("{entropy}{}", tower_token_auth::token::crc32b_hex(entropy.as_bytes()));
+    let digest = TokenDigest::of(plain.as_bytes()).to_hex();
+    let row = LaravelRow {
+        tokenable_type: "App\\Models\\User",
+        tokenable_id: user,
+        name,
+        token: &digest,
+        abilities: abilities_json,
+        expires_at: expires_at.map(laravel_time),
+        created_at: laravel_time(SystemTime::now()),
+    };
+    let id = db.insert_laravel(table, &row).await;
+    (id, format!("{id}|{plain}"))
+}
+
+/// [`sanctum_create_token_raw`] with `json_encode($abilities)`.
+async fn sanctum_create_token(db: &Db, table: &str, user: i64, name: &str, abilities: &[&str]) -> (u64, String) {
+    sanctum_create_token_raw(db, table, user, name, Some(&php_json_encode(abilities)), None).await
+}
+
+fn parse_laravel_time(text: &str) -> SystemTime {
+    let naive = chrono::NaiveDateTime::parse_from_str(&text[..19], "%Y-%m-%d %H:%M:%S").expect(text);
+    SystemTime::from(naive.and_utc())
+}
+
+/// Sanctum 4's guard on `Authorization: Bearer {plain}`: `PersonalAccessToken::findToken` (split on the
+/// first `|`, `find($id)`, `hash_equals($row->token, hash('sha256', $secret))`), then
+/// `isValidAccessToken`: `expires_at` not past, and with `sanctum.expiration` (`expiration_minutes`)
+/// `created_at` within it.
+async fn sanctum_authenticates(db: &Db, table: &str, plain: &str, expiration_minutes: Option<u64>) -> bool {
+    let (id, secret) = plain.split_once('|').expect("{id}|{secret}");
+    let id: u64 = id.parse().unwrap();
+    let Some(stored) = db.text(table, id, "token").await else { return false };
+    if stored != TokenDigest::of(secret.as_bytes()).to_hex() {
+        return false;
+    }
+    let now = SystemTime::now();
+    if db.text(table, id, "expires_at").await.is_some_and(|t| parse_laravel_time(&t) < now) {
+        return false;
+    }
+    if let Some(minutes) = expiration_minutes {
+        let created = db.text(table, id, "created_at").await.map(|t| parse_laravel_time(&t));
+        if created.is_none_or(|created| created + Duration::from_secs(minutes * 60) <= now) {
+            return false;
+        }
+    }
+    true
+}
+
+/// A refresh token this crate would accept the shape of: `{plain}.{43-character family key}`.
+fn with_family_key(plain: &str, key: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {plain}.{key}")).unwrap());
+    headers
+}
+
+fn bearer_plain(plain: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {plain}")).unwrap());
+    headers
+}
+
+/// Rows written as Sanctum 4's `createToken` writes them, whatever their abilities: access tokens with
+/// exactly the abilities Laravel sees, never refresh tokens; no exchange ever mints anything from them;
+/// rows with `tta:` entries that are not this crate's (or invalid JSON) are unusable, skipped by the
+/// listing, and revocable.
+async fn laravel_rows_never_escalate(db: Db) {
     db.with_table(|db, table| async move {
         let store = db.store(&table);
         let tokens = RefreshTokens::new(store.clone());
-        let now = now_secs();
         let user = UserId::from(42u64);
+        // A Laravel user who read this crate's docs and knows a family key's digest.
+        let key = "Ab3".repeat(14) + "x";
+        assert_eq!(key.len(), 43);
+        let family = TokenDigest::of_parts(b"tower-token-auth/family\0", key.as_bytes()).to_hex();
 
-        let access_id = db.insert_laravel(&table, &LaravelRow::new(LEGACY_80.1, laravel_time(now))).await;
-        let mut refresh = LaravelRow::new(CURRENT.1, laravel_time(now));
-        refresh.abilities = Some(r#"["issue-access-token"]"#);
-        refresh.name = "phone";
-        let refresh_id = db.insert_laravel(&table, &refresh).await;
-        let found = store.find(refresh_id).await.unwrap().unwrap();
-        assert_eq!(found.kind, TokenKind::Refresh);
-        assert_eq!(found.abilities, Abilities::all(), "a Laravel refresh token grants everything");
-        assert_eq!(store.list_sessions(&user).await.unwrap().len(), 2);
+        let readable: [&[&str]; 7] = [
+            &["issue-access-token", "posts:read"],
+            &["posts:read", "issue-access-token"],
+            &["issue-access-token"],
+            &["*"],
+            &["posts/read", "café"],
+            &[],
+            &["issue-access-token", "*"],
+        ];
+        let mut listed = Vec::new();
+        for abilities in readable {
+            let (id, plain) = sanctum_create_token(&db, &table, 42, "api", abilities).await;
+            let before = db.text(&table, id, "abilities").await;
+            let found = store.find(id).await.unwrap().expect("found");
+            assert_eq!(found.kind, TokenKind::Access, "{abilities:?} is an access token, as Laravel reads it");
+            assert_eq!(found.session_id, SessionId::new(id));
+            assert_eq!(found.abilities.iter().collect::<Vec<_>>(), abilities, "exactly its abilities");
+            let json = before.clone().unwrap();
+            for probe in ["posts:read", "posts/read", "café", "issue-access-token", "admin"] {
+                assert_eq!(found.abilities.can(probe), laravel_can(&json, probe), "tokenCan({probe:?}) on {json}");
+            }
+            assert!(sanctum_authenticates(&db, &table, &plain, None).await);
+            let secret = plain.split_once('|').unwrap().1;
+            assert!(found.digest.ct_eq(&TokenDigest::of(secret.as_bytes())), "accepted as Laravel accepts it");
+            // No exchange mints anything from it, with or without a family key appended.
+            assert!(
+                matches!(tokens.exchange(&bearer_plain(&plain)).await, Err(RefreshError::Invalid)),
+                "{abilities:?}"
+            );
+            assert!(matches!(tokens.exchange(&with_family_key(&plain, &key)).await, Err(RefreshError::Invalid)));
+            assert_eq!(db.text(&table, id, "abilities").await, before, "the row is untouched");
+            listed.push(id);
+        }
 
-        let pair = tokens.exchange(&bearer_of(refresh_id, CURRENT.0)).await.unwrap();
-        assert_eq!(pair.session_id(), SessionId::new(refresh_id));
-        assert_eq!(pair.refresh.record.id, refresh_id, "the refresh row keeps its id");
-        assert!(pair.access.record.abilities.can("anything"));
-        assert_eq!(pair.access.record.name, "phone");
-        let row = db.text(&table, pair.access.record.id, "abilities").await.unwrap();
-        assert_eq!(laravel_abilities(&row), ["*".to_owned(), format!("tta:session:{refresh_id}")]);
-        let row = db.text(&table, refresh_id, "abilities").await.unwrap();
-        assert!(laravel_can(&row, "issue-access-token"), "still a refresh token to Laravel: {row}");
-        assert!(!laravel_can(&row, "posts:read"), "a refresh row passes no ability check: {row}");
+        let unreadable = [
+            Some(r#"["tta:admin"]"#.to_owned()),
+            Some(r#"["issue-access-token","tta:grant:*"]"#.to_owned()),
+            Some(format!(r#"["issue-access-token","tta:family:{family}"]"#)),
+            Some(r#"["posts:read""#.to_owned()),
+            Some(r#"{"0":"*"}"#.to_owned()),
+        ];
+        let mut skipped = Vec::new();
+        for json in &unreadable {
+            let (id, plain) = sanctum_create_token_raw(&db, &table, 42, "api", json.as_deref(), None).await;
+            assert_eq!(store.find(id).await.unwrap_err().kind(), StoreErrorKind::Corrupt, "{json:?}: unusable");
+            for headers in [bearer_plain(&plain), with_family_key(&plain, &key)] {
+                let outcome = tokens.exchange(&headers).await;
+                assert!(matches!(outcome, Err(RefreshError::Invalid)), "{json:?}: nothing is minted: {outcome:?}");
+            }
+            skipped.push(id);
+        }
+        // A row that forges a complete refresh row of this crate, with a family whose key its writer
+        // knows: its `token` is Sanctum's digest of a Laravel secret, which no refresh token hashes to, so
+        // the best the writer can do is have it revoked as reuse: its own token, made unusable.
+        let forged = format!(r#"["issue-access-token","tta:grant:*","tta:family:{family}"]"#);
+        let (forged_id, forged_plain) = sanctum_create_token_raw(&db, &table, 42, "api", Some(&forged), None).await;
+        assert_eq!(store.find(forged_id).await.unwrap().unwrap().kind, TokenKind::Refresh);
+        assert!(matches!(tokens.exchange(&bearer_plain(&forged_plain)).await, Err(RefreshError::Invalid)));
+        let outcome = tokens.exchange(&with_family_key(&forged_plain, &key)).await;
+        assert!(matches!(outcome, Err(RefreshError::Reused { revoked: 1, .. })), "{outcome:?}");
+        assert!(store.find(forged_id).await.unwrap().is_none());
+
+        // Nothing was ever minted: every row of the user is one the test wrote.
+        assert_eq!(db.count(&table, Some(&user)).await as usize, listed.len() + skipped.len());
+        // The listing skips the unreadable rows and lists every other one.
         let sessions = store.list_sessions(&user).await.unwrap();
-        assert_eq!(sessions.len(), 2, "still two sessions: {sessions:?}");
-        assert_eq!(sessions.iter().map(|s| s.id.get()).collect::<Vec<_>>(), [refresh_id, access_id]);
-        // The Laravel-written token carried no family key, so a second presentation cannot be told from a
-        // guess: it is invalid and revokes nothing (tokens the crate issues carry one: see the contract).
-        assert!(matches!(tokens.exchange(&bearer_of(refresh_id, CURRENT.0)).await, Err(RefreshError::Invalid)));
-        assert!(works(&store, &pair.access).await, "nothing was revoked");
-        assert_eq!(store.revoke_sessions(&user, Sessions::Only(pair.session_id())).await.unwrap(), 2);
-        assert!(store.find(refresh_id).await.unwrap().is_none());
-        assert!(store.find(access_id).await.unwrap().is_some(), "the other session is spared");
+        let mut ids: Vec<u64> = sessions.iter().map(|s| s.id.get()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, listed, "{sessions:?}");
+        // Unreadable rows stay revocable, one by one.
+        for id in skipped {
+            assert_eq!(store.revoke_sessions(&user, Sessions::Only(SessionId::new(id))).await.unwrap(), 1);
+        }
+        assert_eq!(db.count(&table, Some(&user)).await as usize, listed.len());
+    })
+    .await;
+}
 
-        // A PHP-escaped refresh row (json_encode writes "\/" and "\u00e9") grants what it says.
-        let mut escaped = LaravelRow::new(PREFIXED.1, laravel_time(now));
-        escaped.abilities = Some(r#"["issue-access-token","tta:grant:posts\/write","tta:grant:caf\u00e9"]"#);
-        let escaped_id = db.insert_laravel(&table, &escaped).await;
-        let pair = tokens.exchange(&bearer_of(escaped_id, PREFIXED.0)).await.unwrap();
-        let granted: Vec<&str> = pair.access.record.abilities.iter().collect();
-        assert_eq!(granted, ["posts/write", "café"]);
-        let found = store.find(pair.access.record.id).await.unwrap().unwrap();
-        assert!(found.abilities.can("posts/write") && !found.abilities.can("posts:read"));
+/// Sanctum's lookup, emulated, refuses every refresh token the crate issues (its row holds a digest
+/// of the domain-tagged secret) and accepts its access tokens, before and after exchanges.
+async fn sanctum_refuses_refresh_tokens(db: Db) {
+    db.with_table(|db, table| async move {
+        let store = db.store(&table);
+        let tokens = RefreshTokens::new(store.clone());
+        let user = fresh_user();
+        let first = tokens.issue_pair(NewPair::new(user.clone()).abilities(["posts:read"])).await.unwrap();
+        let second = tokens.exchange(&bearer(&first.refresh)).await.unwrap();
+        let third = tokens.exchange(&bearer(&second.refresh)).await.unwrap();
+        for (pair, live) in [(&first, false), (&second, false), (&third, true)] {
+            let access = pair.access.plain_text.expose();
+            assert_eq!(sanctum_authenticates(&db, &table, access, None).await, live, "{access}");
+            assert!(!sanctum_authenticates(&db, &table, pair.refresh.plain_text.expose(), None).await);
+        }
+        let own = store.issue(NewToken::refresh(user.clone())).await.unwrap();
+        assert!(!sanctum_authenticates(&db, &table, own.plain_text.expose(), None).await, "a refresh token alone");
+        let access = store.issue(NewToken::access(user.clone())).await.unwrap();
+        assert!(sanctum_authenticates(&db, &table, access.plain_text.expose(), None).await);
+        // And the other way: a token Laravel issued works here.
+        let (id, plain) = sanctum_create_token(&db, &table, 42, "cli", &["*"]).await;
+        let found = store.find(id).await.unwrap().unwrap();
+        assert!(found.digest.ct_eq(&TokenDigest::of(plain.split_once('|').unwrap().1.as_bytes())));
+    })
+    .await;
+}
 
-        // Version 0.1 marked exchanged refresh tokens `["rotated-refresh-token"]`: dead rows.
-        let mut retired = LaravelRow::new(BAD_CHECKSUM.1, laravel_time(now));
-        retired.abilities = Some(r#"["rotated-refresh-token"]"#);
-        let retired_id = db.insert_laravel(&table, &retired).await;
-        assert!(store.find(retired_id).await.unwrap().is_none(), "never authenticates");
-        assert!(matches!(tokens.exchange(&bearer_of(retired_id, BAD_CHECKSUM.0)).await, Err(RefreshError::Invalid)));
-        assert!(store.list_sessions(&user).await.unwrap().iter().all(|s| s.id.get() != retired_id));
-        assert_eq!(store.revoke_all_for_user(&user).await.unwrap(), 3, "live tokens only: the dead row is not one");
-        assert_eq!(db.count(&table, None).await, 0, "but it is deleted with the rest");
+/// Each Laravel action of the README's table, replayed with the SQL Laravel sends, on the crate's
+/// sessions.
+async fn laravel_actions_on_sessions(db: Db) {
+    db.with_table(|db, table| async move {
+        let store = db.store(&table);
+        let t = db.quote(&table);
+        let now = now_secs();
+        let (hour, day) = (Duration::from_secs(3600), Duration::from_secs(86_400));
+        let at = |when: SystemTime| {
+            RefreshTokens::new(store.clone()).clock(ManualClock::new(when)).access_ttl(hour).refresh_ttl(30 * day)
+        };
+
+        // `$request->user()->currentAccessToken()->delete()`: Eloquent deletes the row by its key. The
+        // session is over: its refresh token no longer mints a pair, and the session is not listed.
+        let user = fresh_user();
+        let pair = at(now).issue_pair(NewPair::new(user.clone())).await.unwrap();
+        db.exec(&format!("DELETE FROM {t} WHERE id = {}", pair.access.record.id)).await;
+        assert!(matches!(at(now).exchange(&bearer(&pair.refresh)).await, Err(RefreshError::Invalid)));
+        assert!(store.find(pair.refresh.record.id).await.unwrap().is_none(), "the refresh row went too");
+        assert!(store.list_sessions(&user).await.unwrap().is_empty());
+
+        // `$user->tokens()->delete()`: every row of the user, the crate's sessions and Laravel's keys.
+        let user = UserId::from(4242u64);
+        let pair = at(now).issue_pair(NewPair::new(user.clone())).await.unwrap();
+        let (key_id, _) = sanctum_create_token(&db, &table, 4242, "deploy", &["deploy"]).await;
+        let ty = db.string_literal("App\\Models\\User");
+        db.exec(&format!(
+            "DELETE FROM {t} WHERE tokenable_type = {ty} AND tokenable_id = 4242 AND tokenable_id IS NOT NULL"
+        ))
+        .await;
+        assert!(
+            store.find(key_id).await.unwrap().is_none() && store.find(pair.access.record.id).await.unwrap().is_none()
+        );
+        assert!(matches!(at(now).exchange(&bearer(&pair.refresh)).await, Err(RefreshError::Invalid)));
+
+        // `sanctum:prune-expired` (24 hours), without `sanctum.expiration`: `expires_at < now - 24h`.
+        // A session whose access token expired days ago lives on in its refresh row and mints a new pair
+        // (the access token simply expired: that is not a logout); a session whose refresh token expired
+        // goes whole.
+        let (alive_user, dead_user) = (fresh_user(), fresh_user());
+        let alive = at(now - 3 * day).issue_pair(NewPair::new(alive_user.clone())).await.unwrap();
+        let dead = RefreshTokens::new(store.clone())
+            .clock(ManualClock::new(now - 10 * day))
+            .access_ttl(hour)
+            .refresh_ttl(2 * day)
+            .issue_pair(NewPair::new(dead_user.clone()))
+            .await
+            .unwrap();
+        let prune_expired = format!("DELETE FROM {t} WHERE expires_at < '{}'", laravel_time(now - day));
+        db.exec(&prune_expired).await;
+        assert!(store.find(alive.access.record.id).await.unwrap().is_none());
+        assert_eq!(db.count(&table, Some(&dead_user)).await, 0, "no half session");
+        let next = at(now).exchange(&bearer(&alive.refresh)).await.unwrap();
+        assert!(sanctum_authenticates(&db, &table, next.access.plain_text.expose(), None).await);
+        assert!(!sanctum_authenticates(&db, &table, dead.access.plain_text.expose(), None).await);
+
+        // `sanctum:prune-expired` with `sanctum.expiration` = 60 minutes: also `created_at < now - (60 +
+        // 24 * 60) minutes`. A session refreshed since keeps both rows (the refresh row's `created_at` is
+        // its last exchange; the login time lives in `tta:since`); an idle session goes whole.
+        let (busy_user, idle_user) = (fresh_user(), fresh_user());
+        let busy = at(now - 3 * day).issue_pair(NewPair::new(busy_user.clone())).await.unwrap();
+        let busy = at(now - hour / 2).exchange(&bearer(&busy.refresh)).await.unwrap();
+        let idle = at(now - 3 * day).issue_pair(NewPair::new(idle_user.clone())).await.unwrap();
+        db.exec(&prune_expired).await;
+        let by_age = format!("DELETE FROM {t} WHERE created_at < '{}'", laravel_time(now - hour - day));
+        db.exec(&by_age).await;
+        assert_eq!(db.count(&table, Some(&busy_user)).await, 2, "a live session is not pruned by its login time");
+        assert!(sanctum_authenticates(&db, &table, busy.access.plain_text.expose(), Some(60)).await);
+        let listed = store.list_sessions(&busy_user).await.unwrap();
+        assert_eq!(listed[0].created_at, now - 3 * day, "the session began at the login");
+        assert_eq!(db.count(&table, Some(&idle_user)).await, 0, "an idle session goes whole, never half");
+        assert!(matches!(at(now).exchange(&bearer(&idle.refresh)).await, Err(RefreshError::Invalid)));
+        assert!(at(now).exchange(&bearer(&busy.refresh)).await.is_ok());
+
+        // Deleting only a session's refresh row (`PersonalAccessToken::find($id)->delete()`): the session
+        // cannot refresh, and its access row authenticates until it expires (documented). The README's
+        // Laravel-side line deletes both rows: `where('id', $id)->orWhere('abilities', 'like', ...)`.
+        let user = fresh_user();
+        let pair = at(now).issue_pair(NewPair::new(user.clone())).await.unwrap();
+        let refresh_id = pair.refresh.record.id;
+        db.exec(&format!("DELETE FROM {t} WHERE id = {refresh_id}")).await;
+        assert!(matches!(at(now).exchange(&bearer(&pair.refresh)).await, Err(RefreshError::Invalid)));
+        assert!(sanctum_authenticates(&db, &table, pair.access.plain_text.expose(), None).await);
+        assert!(works(&store, &pair.access).await, "until it expires: the documented gap");
+        let pair = at(now).issue_pair(NewPair::new(user.clone())).await.unwrap();
+        let id = pair.refresh.record.id;
+        db.exec(&format!("DELETE FROM {t} WHERE id = {id} OR abilities LIKE '%\"tta:session:{id}\"%'")).await;
+        assert!(!works(&store, &pair.access).await && !works(&store, &pair.refresh).await, "the fix: both rows");
+
+        // `$user->createToken('deploy', ['deploy'])` three times, then logins under a limit of 3: the
+        // API keys neither count toward the limit nor are evicted; the oldest logins are.
+        let user = UserId::from(4343u64);
+        let mut keys = Vec::new();
+        for _ in 0..3 {
+            keys.push(sanctum_create_token(&db, &table, 4343, "deploy", &["deploy"]).await);
+        }
+        let limit = SessionLimit::new(3, WhenFull::RevokeOldest);
+        let mut logins = Vec::new();
+        for i in 0..5u64 {
+            let tokens = at(now + Duration::from_secs(i)).session_limit(limit);
+            logins.push(tokens.issue_pair(NewPair::new(user.clone()).name("phone")).await.unwrap());
+        }
+        for (_, plain) in &keys {
+            assert!(sanctum_authenticates(&db, &table, plain, None).await, "a Laravel API key survives logins");
+        }
+        for (i, login) in logins.iter().enumerate() {
+            assert_eq!(works(&store, &login.access).await, i >= 2, "login {i}");
+        }
+        assert_eq!(store.list_sessions(&user).await.unwrap().len(), 6, "3 keys and 3 logins");
+        let refuse = RefreshTokens::new(store.clone()).session_limit(SessionLimit::new(3, WhenFull::Refuse));
+        let err = refuse.issue_pair(NewPair::new(user.clone())).await.unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::SessionLimit);
+    })
+    .await;
+}
+
+/// A user with many Laravel-written rows (`TOWER_TOKEN_AUTH_SQL_MANY_ROWS`, default 20,000; the timed
+/// run with 100,000 is `examples/sql_many_rows.rs`): logins, an exchange, the listing and a logout work
+/// and leave every Laravel row alone; the listing is bounded.
+async fn many_laravel_rows(db: Db) {
+    db.with_table(|db, table| async move {
+        let rows = env_count("TOWER_TOKEN_AUTH_SQL_MANY_ROWS", 20_000);
+        let store = db.store(&table);
+        let t = db.quote(&table);
+        let ty = db.string_literal("App\\Models\\User");
+        let now = laravel_time(SystemTime::now());
+        for start in (0..rows).step_by(500) {
+            let values: Vec<String> = (start..rows.min(start + 500))
+                .map(|i| {
+                    let digest = TokenDigest::of(format!("many-{i}").as_bytes()).to_hex();
+                    format!("({ty}, 77, 'ci', '{digest}', '[\"*\"]', '{now}', '{now}')")
+                })
+                .collect();
+            db.exec(&format!(
+                "INSERT INTO {t} (tokenable_type, tokenable_id, name, token, abilities, created_at, updated_at) VALUES {}",
+                values.join(", ")
+            ))
+            .await;
+        }
+        let user = UserId::from(77u64);
+        let tokens = RefreshTokens::new(store.clone()).session_limit(SessionLimit::new(2, WhenFull::RevokeOldest));
+        let clock = |i: u64| ManualClock::new(now_secs() + Duration::from_secs(i));
+        let first = tokens.clone().clock(clock(0)).issue_pair(NewPair::new(user.clone())).await.unwrap();
+        let second = tokens.clone().clock(clock(1)).issue_pair(NewPair::new(user.clone())).await.unwrap();
+        let second = tokens.exchange(&bearer(&second.refresh)).await.unwrap();
+        let third = tokens.clone().clock(clock(2)).issue_pair(NewPair::new(user.clone())).await.unwrap();
+        assert!(!works(&store, &first.access).await, "the oldest login was evicted");
+        assert!(works(&store, &second.access).await && works(&store, &third.access).await);
+        assert_eq!(db.count(&table, Some(&user)).await as usize, rows + 4, "every Laravel row is still there");
+        let listed = store.list_sessions(&user).await.unwrap();
+        assert_eq!(listed.len(), rows.min(1000), "the newest sessions, at most 1,000");
+        assert_eq!(listed.iter().filter(|s| s.id == second.session_id() || s.id == third.session_id()).count(), 2, "{:?} {:?} {:?}", second.session_id(), third.session_id(), &listed[..3]);
+        assert_eq!(store.revoke_sessions(&user, Sessions::Only(third.session_id())).await.unwrap(), 2);
+        assert_eq!(db.count(&table, Some(&user)).await as usize, rows + 2);
+        assert_eq!(store.revoke_all_for_user(&user).await.unwrap() as usize, rows + 2);
     })
     .await;
 }
@@ -727,7 +1066,14 @@ async fn issued_tokens_are_laravel_rows(db: Db) {
         let row = db.text(&table, refresh.record.id, "abilities").await.unwrap();
         let listed = laravel_abilities(&row);
         assert_eq!(listed[..2], ["issue-access-token", "tta:grant:posts:read"]);
-        assert!(listed.len() == 3 && listed[2].starts_with("tta:family:"), "{row}");
+        assert!(listed.len() == 4 && listed[2].starts_with("tta:family:"), "{row}");
+        assert_eq!(
+            listed[3],
+            format!(
+                "tta:since:{}",
+                secs(refresh.record.created_at).duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs()
+            )
+        );
         assert!(laravel_can(&row, "issue-access-token") && !laravel_can(&row, "posts:read"));
 
         // A login's pair, before and after an exchange, as Sanctum's guard and tokenCan see it.
@@ -860,7 +1206,8 @@ async fn extreme_timestamps_read_safely(db: Db) {
             let kept = store.issue(NewToken::access(7u64)).await.unwrap();
             db.exec(&format!("UPDATE {t} SET created_at = 'not a time' WHERE id = {}", pair.access.record.id)).await;
             assert_eq!(store.find(pair.access.record.id).await.unwrap_err().kind(), StoreErrorKind::Corrupt);
-            assert_eq!(store.list_sessions(&7u64.into()).await.unwrap_err().kind(), StoreErrorKind::Corrupt);
+            let listed = store.list_sessions(&7u64.into()).await.unwrap();
+            assert_eq!(listed.len(), 2, "the session is listed from its refresh row: {listed:?}");
             let revoked = store.revoke_sessions(&7u64.into(), Sessions::AllExcept(kept.record.session_id)).await;
             assert_eq!(revoked.unwrap(), 2, "both rows of the session, the unreadable one included");
             assert!(works(&store, &kept).await);
@@ -1016,9 +1363,30 @@ mod postgres {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres_exchanges_laravel_refresh_rows() {
+    async fn postgres_laravel_rows_never_escalate() {
         if let Some(db) = Db::postgres().await {
-            exchanges_laravel_refresh_rows(db).await;
+            laravel_rows_never_escalate(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_sanctum_refuses_refresh_tokens() {
+        if let Some(db) = Db::postgres().await {
+            sanctum_refuses_refresh_tokens(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_laravel_actions_on_sessions() {
+        if let Some(db) = Db::postgres().await {
+            laravel_actions_on_sessions(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_many_laravel_rows() {
+        if let Some(db) = Db::postgres().await {
+            many_laravel_rows(db).await;
         }
     }
 
@@ -1101,9 +1469,30 @@ mod mysql {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn mysql_exchanges_laravel_refresh_rows() {
+    async fn mysql_laravel_rows_never_escalate() {
         if let Some(db) = Db::mysql().await {
-            exchanges_laravel_refresh_rows(db).await;
+            laravel_rows_never_escalate(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mysql_sanctum_refuses_refresh_tokens() {
+        if let Some(db) = Db::mysql().await {
+            sanctum_refuses_refresh_tokens(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mysql_laravel_actions_on_sessions() {
+        if let Some(db) = Db::mysql().await {
+            laravel_actions_on_sessions(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mysql_many_laravel_rows() {
+        if let Some(db) = Db::mysql().await {
+            many_laravel_rows(db).await;
         }
     }
 
@@ -1200,8 +1589,23 @@ mod sqlite {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite_exchanges_laravel_refresh_rows() {
-        exchanges_laravel_refresh_rows(Db::sqlite().await).await;
+    async fn sqlite_laravel_rows_never_escalate() {
+        laravel_rows_never_escalate(Db::sqlite().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_sanctum_refuses_refresh_tokens() {
+        sanctum_refuses_refresh_tokens(Db::sqlite().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_laravel_actions_on_sessions() {
+        laravel_actions_on_sessions(Db::sqlite().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_many_laravel_rows() {
+        many_laravel_rows(Db::sqlite().await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

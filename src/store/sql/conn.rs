@@ -83,6 +83,24 @@ impl Conn<'_> {
         })
     }
 
+    /// [`rows`](Self::rows) of a query that names a varying number of ids, without caching it as a
+    /// prepared statement.
+    pub(super) async fn rows_once(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, TxError> {
+        on_conn!(self, c => {
+            let rows = bound!(sql, params).persistent(false).fetch_all(&mut **c).await?;
+            rows.iter().map(|row| Row::read(row).map_err(TxError::Store)).collect()
+        })
+    }
+
+    /// The first column of the one row of a `SELECT COUNT(*)`.
+    pub(super) async fn count(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, TxError> {
+        use sqlx::Row as _;
+        on_conn!(self, c => {
+            let row = bound!(sql, params).fetch_one(&mut **c).await?;
+            Ok(u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0))
+        })
+    }
+
     /// The one row of such a query, if any.
     pub(super) async fn row(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, TxError> {
         on_conn!(self, c => {
@@ -92,6 +110,7 @@ impl Conn<'_> {
     }
 
     /// The first column, as text, of the first row of a query, if any.
+    #[cfg(test)]
     pub(super) async fn text(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<String>, TxError> {
         use sqlx::Row as _;
         on_conn!(self, c => {

@@ -77,67 +77,103 @@
 //! Laravel) has that token's id. An exchange **updates both rows in place**, so a device holds two rows
 //! however often it refreshes (10,000 refreshes: 2 rows). Everything else lives in the `abilities` JSON
 //! array, in entries with the prefix `tta:` (which [`Abilities::reserved`](crate::Abilities::reserved)
-//! refuses in abilities users set, so nothing a user sets can be mistaken for them):
+//! refuses in abilities the crate issues):
 //!
 //! | row | `abilities` | example |
 //! |---|---|---|
-//! | access token, a session of its own (also every row Laravel's `createToken` writes) | the abilities, verbatim | `["posts:read"]` |
+//! | access token, a session of its own (also **every row Laravel's `createToken` writes**, whatever its abilities) | the abilities, verbatim | `["posts:read"]`, `["issue-access-token","posts:read"]` |
 //! | access token of a session with a refresh token | the abilities verbatim, then `"tta:session:<refresh row id>"` | `["posts:read","tta:session:41"]` |
-//! | refresh token (the session's row) | `"issue-access-token"`, then one `"tta:grant:<ability>"` per ability its exchanges grant (`"tta:grant:*"` for all; `"tta:grant-none"` for none), then the refresh tokens it already exchanged, `"tta:rotated:<64 lowercase hex sha256>:<unix ms>"`, oldest first, at most `keep_rotated` (capped at 128 here) | `["issue-access-token","tta:grant:posts:read","tta:rotated:9f…e1:1767225600123"]` |
-//! | refresh token written by a Laravel app | `"issue-access-token"` and no `tta:grant` entry: it grants `["*"]` | `["issue-access-token"]` |
+//! | refresh token (the session's row) | `"issue-access-token"`; one `"tta:grant:<ability>"` per ability its exchanges grant (`"tta:grant:*"` for all; `"tta:grant-none"` for none); `"tta:family:<64 hex>"`, the digest of the session's family key; `"tta:since:<unix s>"`, the login; `"tta:access:<id>[:<unix ms>]"`, the session's access row and its expiry; then the refresh tokens it exchanged within the reuse interval, `"tta:rotated:<64 hex>:<unix ms>"`, oldest first, at most `keep_rotated` (capped at 128 here) | `["issue-access-token","tta:grant:posts:read","tta:family:9f…e1","tta:since:1767225600","tta:access:42:1767229200000"]` |
 //! | exchanged refresh token written by version 0.1 of this crate | contains `"rotated-refresh-token"`: never authenticates, never exchanges; removed by logout and prune | `["rotated-refresh-token"]` |
 //!
-//! The kind of a row is decided by parsing the JSON (PHP's `\/` and `\uXXXX` escapes read as what they
-//! escape), never by string matching: a row listing exactly `"issue-access-token"` is a refresh token,
-//! any other row an access token (`["*"]` included: the check is exact, not Sanctum's `can`). Reserved
-//! abilities are refused when a token is issued, and [`SqlStore`]'s `insert` refuses them again
-//! ([`StoreErrorKind::InvalidInput`](crate::store::StoreErrorKind::InvalidInput)), so an access token
-//! can never read back as a refresh token.
+//! **A row's kind is never inferred from an ability a Laravel application can set.** A row is a refresh
+//! row only with a `tta:family:` entry, and then it must be complete (grants, a well-formed family, no
+//! unknown `tta:` entry); `"issue-access-token"` is a literal ability like any other. Every other row
+//! is an access token with exactly its abilities (`["*"]` included). A row with `tta:` entries that form
+//! neither (say `["tta:admin"]`, or a refresh row without grants) is **unreadable**: `find` reports it
+//! [`Corrupt`](crate::store::StoreErrorKind::Corrupt) (`503`), an exchange of it is invalid, the listing
+//! skips it, and revocation deletes it. The JSON is parsed, never string matched (PHP's `\/` and
+//! `\uXXXX` escapes read as what they escape). Reserved abilities are refused when a token is issued,
+//! and [`SqlStore`]'s `insert` refuses them again
+//! ([`StoreErrorKind::InvalidInput`](crate::store::StoreErrorKind::InvalidInput)).
 //!
-//! **What a Laravel application sees.** Sanctum's `tokenCan($ability)` is "the list contains `*` or
-//! exactly `$ability`". On an access row it answers exactly as the session's abilities do (the
-//! `tta:session` link is one more string nobody checks). On a refresh row it is true only for
-//! `issue-access-token`, the usual check of Laravel refresh endpoints; the granted abilities are
-//! prefixed, so a refresh token cannot pass a Laravel ability check. Sanctum's guard itself still
-//! authenticates any row, so Laravel routes that check no ability should refuse tokens that can
-//! `issue-access-token`, as they already must for Laravel's own refresh tokens.
+//! **No exchange grants more than the presented row holds.** An exchange needs a refresh row this crate
+//! wrote *and* a presented secret that carries a family key: the row's `token` is then SHA-256 of a
+//! domain tag and that secret (see the `refresh` module), which no Laravel-generated token hashes to. A Laravel
+//! application that forges a complete refresh row on one of its own tokens (it knows that token's
+//! secret, not a preimage of the tagged digest) can at most get it revoked as reuse: it makes its own
+//! token unusable, nothing more. The access token an exchange mints has exactly the refresh row's
+//! `tta:grant` entries; a refresh row without them is unreadable, never "everything". Refresh rows
+//! written before family keys (with `tta:grant` but no `tta:family`) are unreadable too: their users
+//! sign in again.
 //!
-//! **Rows written by Laravel** (any abilities, no `tta:` entries) are sessions of one token and are
-//! listed as such. A Laravel refresh row (`["issue-access-token"]`) exchanges into a session of two.
+//! **What a Laravel application sees.** Sanctum's guard finds a row by id and compares
+//! `hash('sha256', $secret)` with its `token`: it authenticates the access rows this crate writes (byte
+//! compatible both ways) and **never a refresh row**, whose `token` is a digest Sanctum cannot reproduce.
+//! `tokenCan($ability)` ("the list contains `*` or exactly `$ability`") on an access row answers exactly
+//! as the session's abilities do (the `tta:session` link is one more string nobody checks).
 //!
-//! # Atomicity
+//! **What Laravel's own actions do**, replayed with Laravel's SQL in `tests/sql_store.rs`:
 //!
-//! Every operation that reads and then writes runs as **one transaction**, and every such transaction
-//! first locks **all rows of the user**: `SELECT id … WHERE tokenable_type = ? AND tokenable_id = ?
-//! ORDER BY id FOR UPDATE`, on the `(tokenable_type, tokenable_id)` index, always in id order (so two
-//! transactions never lock in opposite orders). Then it **reads the user's rows again in a statement of
-//! its own**: under `READ COMMITTED` that statement's snapshot is taken after the lock wait, so it sees
-//! the rows the transaction it waited for inserted (PostgreSQL's locking statement itself cannot: its
-//! snapshot predates them). It decides from that second read, writes, and commits.
+//! - deleting a session's access row (`currentAccessToken()->delete()`, the usual "log out this device")
+//!   **ends the session**: the next exchange finds the access row its refresh row names gone *before*
+//!   that row's recorded expiry, deletes the refresh row and answers invalid. An access row missing
+//!   *after* its expiry was pruned: the exchange inserts a new one and the session goes on;
+//! - `tokens()->delete()` deletes every row of the user, as [`Sessions::All`] does;
+//! - `sanctum:prune-expired` deletes expired access rows (the session lives on, see above) and sessions
+//!   whose refresh token expired, whole. With `sanctum.expiration` it also deletes rows by `created_at`:
+//!   both rows of a session carry the time of its last exchange there (the login is in `tta:since`), so
+//!   an idle session goes whole and a live one stays;
+//! - deleting only a session's refresh row leaves its access row authenticating until it expires (the
+//!   layer does not look up a second row per request); delete both rows, or log out through this store;
+//! - `createToken` rows are sessions of one token: listed, but **not counted** by the session limit and
+//!   **never evicted** by a login (a Laravel app's API keys do not disappear because someone logged in on
+//!   a phone). An access token this store issues on its own (`NewToken::access`) is the same kind of row
+//!   and is treated the same; the limit counts the sessions that have a refresh token. [`Sessions::All`] and [`Sessions::AllExcept`] do delete them, like `tokens()->delete()`.
+//!
+//! # Atomicity and cost
+//!
+//! Every operation that reads and then writes runs as **one transaction**, and touches **only the rows
+//! it is about**, by primary key where it can, so its cost does not grow with the rows a Laravel
+//! application wrote for the user. Locks are taken in id order (a session's refresh row before its
+//! access row, which is always newer), so two transactions never lock in opposite orders; a transaction
+//! that waited on a lock reads what the one it waited for committed (`FOR UPDATE` under `READ COMMITTED`
+//! returns the row's newest version, and a later statement takes a new snapshot).
 //!
 //! | operation | statements, in one transaction |
 //! |---|---|
 //! | [`find`](TokenStore::find) | `SELECT … WHERE id = ? AND tokenable_type = ?` (one statement, no transaction) |
-//! | [`insert`](TokenStore::insert) | (PostgreSQL: `pg_advisory_xact_lock` on the user) · lock the user's rows · read them · `DELETE` the oldest sessions the [`SessionLimit`](crate::session::SessionLimit) evicts · `INSERT` the refresh row · `INSERT` the access row with its `tta:session` link |
-//! | [`exchange_refresh`](TokenStore::exchange_refresh) | `SELECT tokenable_id` of the presented row · lock the owner's rows · read them (the presented row again, under the lock) · [`decide`](crate::session::RefreshExchange::decide) · Rotate: `UPDATE` the refresh row (`token`, `expires_at`, `abilities` with the replaced digest, `updated_at`), `UPDATE` the access row in place (`token`, `abilities`, `expires_at`, `created_at` = now, `last_used_at` = `NULL`) or `INSERT` it if it was pruned · Reuse: `DELETE` the session's rows (or all the user's) · Invalid: nothing |
-//! | [`revoke_sessions`](TokenStore::revoke_sessions) | lock the user's rows · read them · `DELETE … WHERE tokenable_type = ? AND tokenable_id = ?` for [`Sessions::All`] (Laravel's `$user->tokens()->delete()`), or `DELETE … WHERE id IN (…)` for the selected sessions |
-//! | [`list_sessions`](TokenStore::list_sessions) | one `SELECT` of the user's rows (one snapshot) |
+//! | [`insert`](TokenStore::insert) | (PostgreSQL: `pg_advisory_xact_lock` on the user) · lock the user's refresh rows (`abilities LIKE '%"tta:family:%'`, on the `(tokenable_type, tokenable_id)` index, in id order) · `DELETE` by id the oldest sessions the [`SessionLimit`](crate::session::SessionLimit) evicts (at most 64 per login; refresh row and its access row) · `INSERT` the refresh row · `INSERT` the access row with its `tta:session` link · `UPDATE` the refresh row's `abilities` with its `tta:access` link |
+//! | [`exchange_refresh`](TokenStore::exchange_refresh) | lock the presented row by id · [`decide`](crate::session::RefreshExchange::decide) · Rotate: lock the access row its `tta:access` names (by id), `UPDATE` it in place (`token`, `abilities`, `expires_at`, `created_at` = now, `last_used_at` = `NULL`), or `INSERT` one if it was pruned after expiring; `UPDATE` the refresh row (`token`, `expires_at`, `abilities`, `created_at` = `updated_at` = now) · Reuse: `DELETE` the session's two rows by id (or, with `RevokeAllSessions`, all the user's) · access row deleted before it expired: `DELETE` the refresh row · Invalid: nothing |
+//! | [`revoke_sessions`](TokenStore::revoke_sessions) | [`Sessions::Only`]: lock the session's row and the access row it names, by id, and `DELETE` them. [`Sessions::All`]: lock all the user's rows (`SELECT id … ORDER BY id FOR UPDATE`), count the retired ones, then `DELETE … WHERE tokenable_type = ? AND tokenable_id = ?` (Laravel's `$user->tokens()->delete()`). [`Sessions::AllExcept`]: lock all the user's rows, read them again, `DELETE … WHERE id IN (…)` those of the other sessions |
+//! | [`list_sessions`](TokenStore::list_sessions) | the user's newest 1,000 rows that begin a session (`abilities` not `LIKE '%"tta:session:%'`), then the access rows their refresh rows name, by id (no transaction) |
 //! | [`prune_expired`](TokenStore::prune_expired) | `DELETE … WHERE tokenable_type = ? AND (expires_at < ? [OR created_at < ?])` (one statement, retried like the transactions) |
 //! | [`touch_last_used`](TokenStore::touch_last_used) | `UPDATE … SET last_used_at = ?, updated_at = ? WHERE id = ? AND tokenable_type = ? AND (created_at IS NULL OR created_at <= ?)` |
 //! | [`find_by_digest`](TokenStore::find_by_digest) | `SELECT … WHERE token = ? AND tokenable_type = ?`, only with [`SqlStore::legacy_tokens`] |
 //!
-//! So an exchange and a logout of the same user queue on the same row locks: if the exchange goes first,
-//! the logout's second read sees its new rows and deletes them; if the logout goes first, the exchange
-//! finds no row and is `Invalid`. Two presentations of one refresh token queue the same way: the first
-//! rotates, the second reads the rotated digest under the lock and revokes the session as reuse.
+//! So an exchange and a logout of the same session queue on the session's refresh row: if the exchange
+//! goes first, the logout then reads the refresh row's new `tta:access` link and deletes the access row
+//! the exchange wrote (even one it inserted); if the logout goes first, the exchange finds no row and is
+//! `Invalid`. A logout everywhere locks every row of the user in id order, so it waits for the exchange
+//! holding the refresh row, and its `DELETE`, a statement of its own, sees what that exchange inserted.
+//! Two presentations of one refresh token queue on the refresh row: the first rotates, the second reads
+//! the rotated digest under the lock and revokes the session as reuse.
+//!
+//! A login's cost: the refresh rows it locks and reads are bounded by the session limit, but finding them
+//! is a scan of the user's index range with the `LIKE` filter evaluated by the database (about 40-250 ms
+//! for 100,000 rows of one user; no row a Laravel app wrote is locked or sent). `list_sessions` returns
+//! at most the 1,000 newest sessions (by row id, that is by login), and skips rows it cannot read,
+//! logging each at `warn` with its id and counting it in `tower_token_auth_unreadable_rows_skipped_total`
+//! (feature `metrics`). Figures for a user with 100,000 Laravel-written rows are in `BENCHMARKS.md`.
 //!
 //! - **PostgreSQL**: `BEGIN ISOLATION LEVEL READ COMMITTED`, whatever the server default. Logins of one
 //!   user are serialized by a transaction-scoped advisory lock on (table, `tokenable_type`, user), so
 //!   the session limit holds even for simultaneous first logins of a user who has no row to lock.
 //! - **MySQL/MariaDB**: `SET TRANSACTION ISOLATION LEVEL READ COMMITTED` before `BEGIN` on the same
-//!   connection (no gap locks, so logins do not deadlock on gaps). Logins of a user who already has rows
-//!   queue on them; simultaneous *first* logins of a user with no row are not serialized, so they can
-//!   exceed the session limit by as many logins as raced, until the next login evicts.
+//!   connection (no gap locks, so logins do not deadlock on gaps). Logins of a user who already has a
+//!   session of this crate queue on its refresh rows; simultaneous logins of a user with none are not
+//!   serialized, so they can exceed the session limit by as many logins as raced, until the next login
+//!   evicts.
 //! - **SQLite**: `BEGIN IMMEDIATE`: writers take the database's write lock up front and queue (within
 //!   the busy timeout, 5 s by default) instead of failing to upgrade. Everything is serialized.
 //! - A transaction the database rolls back for a conflict (PostgreSQL `40P01`/`40001`, MySQL 1213/1205,
@@ -147,8 +183,8 @@
 //! **Laravel writing at the same time.** Laravel's own `DELETE … WHERE tokenable_id = ?` takes no lock
 //! first. On PostgreSQL, if it runs while an exchange is inserting an access row (only when that row
 //! had been pruned; normally the exchange updates rows in place, which Laravel's `DELETE` waits for and
-//! then deletes), the inserted row survives it until it expires. Log out through this store where that
-//! matters.
+//! then deletes), the inserted row survives it until it expires, and its session's next exchange then
+//! finds no refresh row. Log out through this store where that matters.
 //!
 //! # Reading and writing columns
 //!
@@ -173,8 +209,8 @@
 //! as Laravel's Carbon reads it. A value that cannot be decoded at all (say, text in a SQLite datetime
 //! column) makes the token [`Corrupt`](crate::store::StoreErrorKind::Corrupt) to read, while
 //! revocation, which needs only the row's id and session link, still deletes it. A session's creation
-//! time is its refresh row's `created_at` (the login), which exchanges keep; its access row's
-//! `created_at` is the last exchange.
+//! time is its refresh row's `tta:since` (the login); both its rows' `created_at` is its last exchange
+//! (or the login), so that pruning by age takes an idle session whole and leaves a live one alone.
 //!
 //! **`last_used_at`** is written by [`touch_last_used`](TokenStore::touch_last_used), which also sets
 //! `updated_at`, as Sanctum does on every request. The auth layer calls it only when last-used tracking
@@ -182,10 +218,11 @@
 //! row's `created_at` is dropped: the access token it was for has since been replaced in place.
 //!
 //! **Pruning** follows `sanctum:prune-expired`: rows whose `expires_at` has passed, and with
-//! `created_before` rows created before it. A session whose access row is pruned lives on in its refresh
-//! row (the next exchange inserts a new access row); a session goes with its last row. Note that with
-//! `created_before` (Sanctum's global `expiration`), a refresh row's `created_at` is the login, so the
-//! global expiration bounds a whole session's life, refreshes included.
+//! `created_before` rows created before it. A session whose access row is pruned after expiring lives on
+//! in its refresh row (the next exchange inserts a new access row); a session goes with its last row.
+//! With `created_before` (Sanctum's global `expiration`), both rows of a session carry its last exchange
+//! in `created_at`, so the global expiration bounds how long a session may stay **idle**, and a session
+//! goes whole, never half.
 //!
 //! **Legacy tokens.** Sanctum before 2.3 issued tokens without the `{id}|` part, found by hashing the
 //! whole token. [`SqlStore::legacy_tokens`]`(true)` enables [`find_by_digest`](TokenStore::find_by_digest)
@@ -272,6 +309,17 @@ macro_rules! with_pool {
             Pool::Sqlite(ref $p) => $body,
         }
     };
+}
+
+impl Backend {
+    /// The store's name in metrics and logs ([`TokenStore::backend_name`]).
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::MySql => "mysql",
+            Backend::Sqlite => "sqlite",
+        }
+    }
 }
 
 impl Pool {
@@ -562,6 +610,11 @@ fn validate(session: &NewSession) -> Result<(), StoreError> {
     if session.access.is_none() && session.refresh.is_none() {
         return Err(StoreError::invalid_input("a session needs an access or a refresh token"));
     }
+    if session.refresh.is_some() && session.family.is_none() {
+        // The family entry is what marks a refresh row as this crate's: without it, the row would read
+        // as an access token.
+        return Err(StoreError::invalid_input("a refresh token needs its session's family digest"));
+    }
     match session.abilities.reserved() {
         Some(reserved) => Err(crate::token::InvalidToken::ReservedAbility(reserved.to_owned()).into()),
         None => Ok(()),
@@ -570,11 +623,7 @@ fn validate(session: &NewSession) -> Result<(), StoreError> {
 
 impl TokenStore for SqlStore {
     fn backend_name(&self) -> &'static str {
-        match self.config.backend {
-            Backend::Postgres => "postgres",
-            Backend::MySql => "mysql",
-            Backend::Sqlite => "sqlite",
-        }
+        self.config.backend.name()
     }
 
     fn find(&self, id: TokenId) -> StoreFuture<Option<TokenRecord>> {
@@ -715,7 +764,16 @@ mod tests {
             assert_eq!(err.kind(), crate::StoreErrorKind::InvalidInput, "{reserved}");
         }
         assert!(validate(&session(&["posts:read"], None, None)).is_err());
-        assert!(validate(&session(&["posts:read"], Some(secret), Some(secret))).is_ok());
+        assert!(
+            validate(&session(&["posts:read"], Some(secret), Some(secret))).is_err(),
+            "a refresh token needs a family"
+        );
+        let family = NewSession {
+            family: Some(TokenDigest::of(b"family")),
+            ..session(&["posts:read"], Some(secret), Some(secret))
+        };
+        assert!(validate(&family).is_ok());
+        assert!(validate(&session(&["posts:read"], Some(secret), None)).is_ok());
     }
 
     #[test]

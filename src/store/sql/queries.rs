@@ -11,22 +11,35 @@ pub(super) struct Queries {
     pub(super) find: String,
     /// `token`, `tokenable_type` -> a row.
     pub(super) find_by_digest: String,
-    /// `id`, `tokenable_type` -> `tokenable_id` as text.
-    pub(super) owner_of: String,
+    /// `id`, `tokenable_type` -> the row, locked (`FOR UPDATE`; plain on SQLite).
+    pub(super) find_locked: String,
+    /// `id`, `tokenable_type`, `tokenable_id` -> the row if it is the user's, locked.
+    pub(super) row_of_user_locked: String,
+    /// `tokenable_type`, `tokenable_id`, a `LIKE` pattern -> the user's rows whose `abilities` match it,
+    /// in id order, locked: the refresh rows (pattern [`REFRESH_ROW_PATTERN`]).
+    pub(super) matching_rows_of_user_locked: String,
+    /// `tokenable_type`, `tokenable_id`, a `LIKE` pattern -> the user's newest rows (at most
+    /// [`MAX_LISTED_ROWS`]) whose `abilities` are `NULL` or do not match it, newest first: every row that
+    /// begins a session (pattern [`ACCESS_ROW_PATTERN`]).
+    pub(super) session_rows_of_user: String,
     /// `tokenable_type`, `tokenable_id`: locks every row of the user, in id order. `None` on SQLite,
     /// whose `BEGIN IMMEDIATE` already serializes writers.
     pub(super) lock_user: Option<String>,
-    /// `tokenable_type`, `tokenable_id` -> the user's rows, in id order.
-    pub(super) rows_of_user: String,
-    /// The same, locking them (`FOR UPDATE`; plain on SQLite).
+    /// `tokenable_type`, `tokenable_id` -> the user's rows, in id order, locked (`FOR UPDATE`; plain
+    /// on SQLite).
     pub(super) rows_of_user_locked: String,
+    /// `tokenable_type`, `tokenable_id`, a `LIKE` pattern -> how many of the user's rows match it (the
+    /// retired rows, pattern [`RETIRED_ROW_PATTERN`]).
+    pub(super) count_matching_of_user: String,
     /// PostgreSQL only: a key -> a transaction-scoped advisory lock on it.
     pub(super) advisory_lock: Option<String>,
     /// `tokenable_type`, `tokenable_id`, `name`, `token`, `abilities`, `expires_at`, `created_at`,
     /// `updated_at` (-> `id` on PostgreSQL).
     pub(super) insert: String,
-    /// `token`, `abilities`, `expires_at`, `updated_at`, `id`, `tokenable_type`.
+    /// `token`, `abilities`, `expires_at`, `created_at`, `updated_at`, `id`, `tokenable_type`.
     pub(super) update_refresh: String,
+    /// `abilities`, `id`, `tokenable_type`.
+    pub(super) update_abilities: String,
     /// `token`, `abilities`, `name`, `expires_at`, `created_at`, `updated_at`, `id`, `tokenable_type`;
     /// `last_used_at` becomes `NULL`.
     pub(super) update_access: String,
@@ -43,6 +56,7 @@ pub(super) struct Queries {
     /// The migration, for this table name.
     pub(super) create_table: String,
     delete_ids_head: String,
+    rows_by_ids_head: String,
 }
 
 /// Column order of the rows `find`, `find_by_digest` and `rows_of_user*` return.
@@ -65,8 +79,20 @@ pub(super) fn quote(backend: Backend, name: &str) -> String {
     }
 }
 
-/// The most ids one `DELETE ... IN (...)` names.
+/// The most ids one `DELETE ... IN (...)` or `SELECT ... IN (...)` names.
 pub(super) const DELETE_CHUNK: usize = 256;
+
+/// The most rows [`Queries::session_rows_of_user`] returns, so the most sessions a listing holds.
+pub(super) const MAX_LISTED_ROWS: usize = 1000;
+
+/// `abilities LIKE` this: a candidate refresh row (the exact entry is checked after reading).
+pub(super) const REFRESH_ROW_PATTERN: &str = "%\"tta:family:%";
+
+/// `abilities LIKE` this: a row retired by version 0.1 (`"rotated-refresh-token"`, which no escape changes).
+pub(super) const RETIRED_ROW_PATTERN: &str = "%\"rotated-refresh-token\"%";
+
+/// `abilities LIKE` this: a candidate access row of a session with a refresh token.
+pub(super) const ACCESS_ROW_PATTERN: &str = "%\"tta:session:%";
 
 impl Queries {
     pub(super) fn new(backend: Backend, table: &str) -> Self {
@@ -157,7 +183,12 @@ impl Queries {
             Backend::Postgres | Backend::MySql => " FOR UPDATE",
             Backend::Sqlite => "",
         };
-        let of_user = format!("FROM {t} WHERE {ty} = ? AND {tokenable_id} = {user} ORDER BY {id}");
+        // Ordered by the table's column: a bare `id` would name the output column, which PostgreSQL sorts
+        // as the text it is selected as (`'9999' > '20005'`).
+        let by_id = format!("{t}.{id}");
+        let of_user = format!("FROM {t} WHERE {ty} = ? AND {tokenable_id} = {user} ORDER BY {by_id}");
+        let user_only = format!("{ty} = ? AND {tokenable_id} = {user}");
+        let abilities_text = text("abilities");
         let (token, abilities, name) = (q("token"), q("abilities"), q("name"));
         let (expires_at, created_at, last_used_at, updated_at) =
             (q("expires_at"), q("created_at"), q("last_used_at"), q("updated_at"));
@@ -165,19 +196,28 @@ impl Queries {
             backend,
             find: format!("SELECT {columns} FROM {t} WHERE {id} = ? AND {ty} = ?"),
             find_by_digest: format!("SELECT {columns} FROM {t} WHERE {token} = ? AND {ty} = ?"),
-            owner_of: format!("SELECT {} FROM {t} WHERE {id} = ? AND {ty} = ?", as_text("tokenable_id")),
+            find_locked: format!("SELECT {columns} FROM {t} WHERE {id} = ? AND {ty} = ?{for_update}"),
+            row_of_user_locked: format!("SELECT {columns} FROM {t} WHERE {id} = ? AND {user_only}{for_update}"),
+            matching_rows_of_user_locked: format!(
+                "SELECT {columns} FROM {t} WHERE {user_only} AND {abilities_text} LIKE ? ORDER BY {by_id}{for_update}"
+            ),
+            session_rows_of_user: format!(
+                "SELECT {columns} FROM {t} WHERE {user_only} AND ({abilities} IS NULL OR {abilities_text} NOT LIKE ?) \
+                 ORDER BY {by_id} DESC LIMIT {MAX_LISTED_ROWS}"
+            ),
             lock_user: (backend != Backend::Sqlite).then(|| format!("SELECT {id} {of_user}{for_update}")),
-            rows_of_user: format!("SELECT {columns} {of_user}"),
             rows_of_user_locked: format!("SELECT {columns} {of_user}{for_update}"),
+            count_matching_of_user: format!("SELECT COUNT(*) FROM {t} WHERE {user_only} AND {abilities_text} LIKE ?"),
             // Two int4 keys: a key space of their own, apart from the single-bigint advisory locks other
             // code in the database may take. The class id spells "tta\0".
             advisory_lock: (backend == Backend::Postgres)
                 .then(|| "SELECT pg_advisory_xact_lock(1953784064, hashtext(?))".to_owned()),
             insert,
             update_refresh: format!(
-                "UPDATE {t} SET {token} = ?, {abilities} = ?, {expires_at} = ?, {updated_at} = ? \
+                "UPDATE {t} SET {token} = ?, {abilities} = ?, {expires_at} = ?, {created_at} = ?, {updated_at} = ? \
                  WHERE {id} = ? AND {ty} = ?"
             ),
+            update_abilities: format!("UPDATE {t} SET {abilities} = ? WHERE {id} = ? AND {ty} = ?"),
             update_access: format!(
                 "UPDATE {t} SET {token} = ?, {abilities} = ?, {name} = ?, {expires_at} = ?, {created_at} = ?, \
                  {last_used_at} = NULL, {updated_at} = ? WHERE {id} = ? AND {ty} = ?"
@@ -195,7 +235,8 @@ impl Queries {
             ),
             table_exists,
             create_table: migration.replace(DEFAULT_TABLE, table),
-            delete_ids_head: format!("DELETE FROM {t} WHERE {ty} = ? AND {id} IN ("),
+            delete_ids_head: format!("DELETE FROM {t} WHERE {user_only} AND {id} IN ("),
+            rows_by_ids_head: format!("SELECT {columns} FROM {t} WHERE {user_only} AND {id} IN ("),
         };
         match backend {
             Backend::Postgres => queries.numbered(),
@@ -203,9 +244,20 @@ impl Queries {
         }
     }
 
-    /// `tokenable_type`, then `count` ids (at most [`DELETE_CHUNK`]).
+    /// `tokenable_type`, `tokenable_id`, then `count` ids (at most [`DELETE_CHUNK`]): deletes those of the
+    /// user's rows.
     pub(super) fn delete_ids(&self, count: usize) -> String {
-        let mut sql = self.delete_ids_head.clone();
+        self.with_ids(&self.delete_ids_head, count)
+    }
+
+    /// `tokenable_type`, `tokenable_id`, then `count` ids (at most [`DELETE_CHUNK`]) -> those of the
+    /// user's rows.
+    pub(super) fn rows_by_ids(&self, count: usize) -> String {
+        self.with_ids(&self.rows_by_ids_head, count)
+    }
+
+    fn with_ids(&self, head: &str, count: usize) -> String {
+        let mut sql = head.to_owned();
         for i in 0..count {
             sql.push_str(if i == 0 { "?" } else { ", ?" });
         }
@@ -223,13 +275,17 @@ impl Queries {
             backend: self.backend,
             find: n(self.find),
             find_by_digest: n(self.find_by_digest),
-            owner_of: n(self.owner_of),
+            find_locked: n(self.find_locked),
+            row_of_user_locked: n(self.row_of_user_locked),
+            matching_rows_of_user_locked: n(self.matching_rows_of_user_locked),
+            session_rows_of_user: n(self.session_rows_of_user),
             lock_user: self.lock_user.map(n),
-            rows_of_user: n(self.rows_of_user),
             rows_of_user_locked: n(self.rows_of_user_locked),
+            count_matching_of_user: n(self.count_matching_of_user),
             advisory_lock: self.advisory_lock.map(n),
             insert: n(self.insert),
             update_refresh: n(self.update_refresh),
+            update_abilities: n(self.update_abilities),
             update_access: n(self.update_access),
             delete_user: n(self.delete_user),
             prune_expired: n(self.prune_expired),
@@ -239,6 +295,7 @@ impl Queries {
             create_table: self.create_table,
             // Numbered per call, with the ids.
             delete_ids_head: self.delete_ids_head,
+            rows_by_ids_head: self.rows_by_ids_head,
         }
     }
 }
@@ -283,13 +340,20 @@ mod tests {
             .insert
             .contains("VALUES ($1, (SELECT r.\"tokenable_id\" FROM json_populate_record(NULL::\"tokens\", "));
         assert!(q.insert.contains("'tokenable_id', $2::text)) AS r), $3, $4, $5, $6, $7, $8) RETURNING \"id\""));
-        assert!(q.rows_of_user_locked.ends_with("ORDER BY \"id\" FOR UPDATE"));
+        assert!(q.rows_of_user_locked.ends_with("ORDER BY \"tokens\".\"id\" FOR UPDATE"));
         assert!(q
             .lock_user
             .as_deref()
             .unwrap()
             .starts_with("SELECT \"id\" FROM \"tokens\" WHERE \"tokenable_type\" = $1"));
-        assert_eq!(q.delete_ids(3), "DELETE FROM \"tokens\" WHERE \"tokenable_type\" = $1 AND \"id\" IN ($2, $3, $4)");
+        assert!(q
+            .delete_ids(3)
+            .starts_with("DELETE FROM \"tokens\" WHERE \"tokenable_type\" = $1 AND \"tokenable_id\" = "));
+        assert!(q.delete_ids(3).ends_with("$2::text)) AS r) AND \"id\" IN ($3, $4, $5)"), "{}", q.delete_ids(3));
+        assert!(q
+            .matching_rows_of_user_locked
+            .ends_with("\"abilities\"::text LIKE $3 ORDER BY \"tokens\".\"id\" FOR UPDATE"));
+        assert!(q.session_rows_of_user.ends_with("NOT LIKE $3) ORDER BY \"tokens\".\"id\" DESC LIMIT 1000"));
         assert!(q.touch.ends_with("(\"created_at\" IS NULL OR \"created_at\" <= $5)"));
         assert_eq!(q.advisory_lock.as_deref(), Some("SELECT pg_advisory_xact_lock(1953784064, hashtext($1))"));
         assert!(q.create_table.contains("CREATE TABLE IF NOT EXISTS \"tokens\""));
@@ -304,7 +368,7 @@ mod tests {
             q.delete_user,
             "DELETE FROM `personal_access_tokens` WHERE `tokenable_type` = ? AND `tokenable_id` = ?"
         );
-        assert!(q.rows_of_user_locked.ends_with("ORDER BY `id` FOR UPDATE"));
+        assert!(q.rows_of_user_locked.ends_with("ORDER BY `personal_access_tokens`.`id` FOR UPDATE"));
         assert!(q.find.contains("ELSE CAST(`created_at` AS DATETIME) END"));
         assert!(q.advisory_lock.is_none());
         let q = Queries::new(Backend::Sqlite, "personal_access_tokens");
@@ -312,7 +376,8 @@ mod tests {
         assert!(!q.rows_of_user_locked.contains("FOR UPDATE"));
         assert_eq!(
             q.delete_ids(1),
-            "DELETE FROM \"personal_access_tokens\" WHERE \"tokenable_type\" = ? AND \"id\" IN (?)"
+            "DELETE FROM \"personal_access_tokens\" WHERE \"tokenable_type\" = ? AND \"tokenable_id\" = ? AND \"id\" IN (?)"
         );
+        assert!(!q.find_locked.contains("FOR UPDATE"));
     }
 }

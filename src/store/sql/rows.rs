@@ -22,7 +22,14 @@ pub(super) const GRANT_NONE: &str = "tta:grant-none";
 /// On a refresh row: an exchanged refresh token, `tta:rotated:<64 lowercase hex>:<unix ms>`.
 pub(super) const ROTATED: &str = "tta:rotated:";
 /// On a refresh row: the digest of the session's refresh family key, `tta:family:<64 lowercase hex>`.
+/// This entry, and nothing a Laravel application writes for itself, is what makes a row a refresh row.
 pub(super) const FAMILY: &str = "tta:family:";
+/// On a refresh row: when the session began (the login), `tta:since:<unix seconds>`. The row's own
+/// `created_at` is the last exchange, so that pruning by age takes idle sessions whole.
+pub(super) const SINCE: &str = "tta:since:";
+/// On a refresh row: the session's access row and when it expires, `tta:access:<id>[:<unix ms>]`, so an
+/// exchange finds it by primary key and can tell a pruned access row from one Laravel deleted.
+pub(super) const ACCESS: &str = "tta:access:";
 /// On an access row: the session (refresh row id) it belongs to, `tta:session:<id>`.
 pub(super) const SESSION: &str = "tta:session:";
 
@@ -83,14 +90,13 @@ impl Row {
             .as_deref()
             .and_then(TokenDigest::from_hex)
             .ok_or_else(|| corrupt("the token column is not 64 hex characters"))?;
-        let (kind, session, abilities, family, rotated) = match meaning(self.abilities.as_deref()).map_err(corrupt)? {
-            Meaning::Retired => return Ok(None),
-            Meaning::Access { session, abilities } => {
-                (TokenKind::Access, session.unwrap_or(id), abilities, None, Vec::new())
-            }
-            Meaning::Refresh { grants, family, rotated } => (TokenKind::Refresh, id, grants, family, rotated),
-        };
         let time = |naive: NaiveDateTime| time::from_naive(naive, offset);
+        let created_at = self.created_at.map_or(SystemTime::UNIX_EPOCH, time);
+        let (kind, session, abilities, refresh) = match meaning(self.abilities.as_deref()).map_err(corrupt)? {
+            Meaning::Retired => return Ok(None),
+            Meaning::Access { session, abilities } => (TokenKind::Access, session.unwrap_or(id), abilities, None),
+            Meaning::Refresh(refresh) => (TokenKind::Refresh, id, refresh.grants.clone(), Some(refresh)),
+        };
         let record = TokenRecord {
             digest,
             id,
@@ -98,12 +104,13 @@ impl Row {
             kind,
             expires_at: self.expires_at.map(time),
             user_id: UserId::from(user_id),
-            created_at: self.created_at.map_or(SystemTime::UNIX_EPOCH, time),
+            // A refresh row's `created_at` is its session's last exchange; the session began at `since`.
+            created_at: refresh.as_ref().and_then(|r| r.since).unwrap_or(created_at),
             last_used_at: self.last_used_at.map(time),
             name: self.name.as_deref().unwrap_or_default().into(),
             abilities,
         };
-        Ok(Some(Token { record, family, rotated }))
+        Ok(Some(Token { record, refresh }))
     }
 
     /// The session this row belongs to, and whether it is retired, read leniently: revoking must work on
@@ -111,17 +118,51 @@ impl Row {
     /// readable session link.
     pub(super) fn session_leniently(&self) -> (SessionId, bool) {
         let own = (SessionId::new(self.id), false);
-        let Some(json) = self.abilities.as_deref() else { return own };
-        let Ok(list) = serde_json::from_str::<Vec<serde_json::Value>>(json) else { return own };
-        let strings = || list.iter().filter_map(serde_json::Value::as_str);
-        if strings().any(|a| a == ROTATED_REFRESH_ABILITY) {
+        let Some(list) = self.strings_leniently() else { return own };
+        if list.iter().any(|a| a == ROTATED_REFRESH_ABILITY) {
             return (SessionId::new(self.id), true);
         }
-        if strings().any(|a| a == REFRESH_ABILITY) {
+        if list.iter().any(|a| a.starts_with(FAMILY)) {
             return own;
         }
-        let link = strings().find_map(|a| a.strip_prefix(SESSION)).and_then(|id| id.parse::<SessionId>().ok());
+        let link = list.iter().find_map(|a| a.strip_prefix(SESSION)).and_then(|id| id.parse::<SessionId>().ok());
         (link.unwrap_or(SessionId::new(self.id)), false)
+    }
+
+    /// For a refresh row (one with a family entry), read leniently: the id of its access row, if it
+    /// names one. `None` for every other row.
+    pub(super) fn access_leniently(&self) -> Option<TokenId> {
+        let list = self.strings_leniently()?;
+        if !list.iter().any(|a| a.starts_with(FAMILY)) {
+            return None;
+        }
+        list.iter().find_map(|a| a.strip_prefix(ACCESS)).and_then(parse_access).map(|link| link.id)
+    }
+
+    /// Whether this row is one of the crate's refresh rows (a session with a refresh token), read
+    /// leniently: it carries an exact `tta:family:` entry. Only such rows count toward the session limit.
+    pub(super) fn is_refresh_leniently(&self) -> bool {
+        self.strings_leniently().is_some_and(|list| {
+            list.iter().any(|a| a.starts_with(FAMILY)) && !list.iter().any(|a| a == ROTATED_REFRESH_ABILITY)
+        })
+    }
+
+    /// When the session of a refresh row began, read leniently (`tta:since`, else the row's `created_at`).
+    pub(super) fn since_leniently(&self, offset: FixedOffset) -> Option<SystemTime> {
+        let since = self.strings_leniently().and_then(|list| {
+            list.iter().find_map(|a| a.strip_prefix(SINCE)).and_then(|s| s.parse::<u64>().ok()).map(from_unix_secs)
+        });
+        since.or_else(|| self.created_at.map(|naive| time::from_naive(naive, offset)))
+    }
+
+    /// The strings of the `abilities` array, skipping anything else; `None` if it is not an array.
+    fn strings_leniently(&self) -> Option<Vec<String>> {
+        let list = serde_json::from_str::<Vec<serde_json::Value>>(self.abilities.as_deref()?).ok()?;
+        Some(
+            list.into_iter()
+                .filter_map(|v| if let serde_json::Value::String(s) = v { Some(s) } else { None })
+                .collect(),
+        )
     }
 }
 
@@ -133,13 +174,44 @@ fn lenient<T>(defect: &mut Option<String>, value: Result<Option<T>, sqlx::Error>
     })
 }
 
-/// A decoded token row: the record, and for a refresh token the refresh tokens it already exchanged.
+/// A decoded token row: the record and, for a refresh row, its bookkeeping.
 #[derive(Clone, Debug)]
 pub(super) struct Token {
     pub(super) record: TokenRecord,
-    /// The session's refresh family digest (refresh rows written since family keys).
-    pub(super) family: Option<TokenDigest>,
+    pub(super) refresh: Option<RefreshRow>,
+}
+
+/// The session's access row as its refresh row records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct AccessLink {
+    pub(super) id: TokenId,
+    /// When that access token expires (`None`: never). An access row missing after this instant was
+    /// pruned; missing before it, it was deleted (a Laravel logout).
+    pub(super) expires_at: Option<SystemTime>,
+}
+
+impl AccessLink {
+    /// Whether the access token had expired by `now`, as the table saw it: at the second precision of
+    /// its `expires_at` column (which is truncated), so that a row pruned in the very second it expired
+    /// reads as expired, not as deleted.
+    pub(super) fn expired_by(&self, now: SystemTime) -> bool {
+        self.expires_at.is_some_and(|expires| from_unix_secs(unix_secs(expires)) <= now)
+    }
+}
+
+/// What a refresh row holds besides its token.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct RefreshRow {
+    /// What its exchanges grant (never more than the session was issued with).
+    pub(super) grants: Abilities,
+    /// The session's refresh family digest.
+    pub(super) family: TokenDigest,
+    /// The refresh tokens it exchanged within the reuse interval.
     pub(super) rotated: Vec<RotatedRefresh>,
+    /// When the session began (`None`: written before `tta:since`; the row's `created_at` stands in).
+    pub(super) since: Option<SystemTime>,
+    /// The session's access row, if it has one.
+    pub(super) access: Option<AccessLink>,
 }
 
 /// What a row's `abilities` column says it is.
@@ -148,15 +220,20 @@ pub(super) enum Meaning {
     /// `"rotated-refresh-token"`, written by version 0.1 of this crate for an exchanged refresh token:
     /// kept only until pruned or revoked; it never authenticates and never exchanges.
     Retired,
-    /// An access token: its abilities (reserved entries removed) and the session it links to, if any.
+    /// An access token: its abilities (the session link removed) and the session it links to, if any.
+    /// Every row Laravel writes is one, whatever its abilities (`"issue-access-token"` included).
     Access { session: Option<TokenId>, abilities: Abilities },
-    /// A refresh token (`"issue-access-token"` listed): what it grants, its family digest, and the
-    /// tokens it exchanged within the reuse interval.
-    Refresh { grants: Abilities, family: Option<TokenDigest>, rotated: Vec<RotatedRefresh> },
+    /// A refresh row this crate wrote: it carries a `tta:family:` entry.
+    Refresh(RefreshRow),
 }
 
 /// Decodes an `abilities` column (`None`: SQL `NULL`, no abilities). The JSON is parsed, never string
 /// matched, so PHP's `\/` and `\uXXXX` escapes read as what they escape. `Err` names what is wrong.
+///
+/// The kind of a row is never inferred from an ability a Laravel application can grant its own tokens:
+/// a row is a refresh row only with a `tta:family:` entry (and then it must be complete: grants, no
+/// unknown `tta:` entry), and every other row is an access token with its literal abilities. A row
+/// with `tta:` entries that form neither is unreadable (`Err`).
 pub(super) fn meaning(abilities: Option<&str>) -> Result<Meaning, &'static str> {
     let list: Vec<String> = match abilities {
         None => Vec::new(),
@@ -165,8 +242,8 @@ pub(super) fn meaning(abilities: Option<&str>) -> Result<Meaning, &'static str> 
     if list.iter().any(|a| a == ROTATED_REFRESH_ABILITY) {
         return Ok(Meaning::Retired);
     }
-    if list.iter().any(|a| a == REFRESH_ABILITY) {
-        return refresh_meaning(list);
+    if list.iter().any(|a| a.starts_with(FAMILY)) {
+        return refresh_meaning(list).map(Meaning::Refresh);
     }
     let mut session = None;
     let mut abilities = Vec::with_capacity(list.len());
@@ -177,7 +254,7 @@ pub(super) fn meaning(abilities: Option<&str>) -> Result<Meaning, &'static str> 
                 return Err("an access token links to two sessions");
             }
         } else if ability.starts_with(RESERVED_ABILITY_PREFIX) {
-            return Err("an access token carries an unknown reserved (tta:) ability");
+            return Err("an access token carries a reserved (tta:) ability other than its session link");
         } else {
             abilities.push(ability);
         }
@@ -185,11 +262,13 @@ pub(super) fn meaning(abilities: Option<&str>) -> Result<Meaning, &'static str> 
     Ok(Meaning::Access { session, abilities: Abilities::from_iter(abilities) })
 }
 
-fn refresh_meaning(list: Vec<String>) -> Result<Meaning, &'static str> {
+fn refresh_meaning(list: Vec<String>) -> Result<RefreshRow, &'static str> {
     let mut grants = Vec::new();
     let mut grants_none = false;
     let mut rotated = Vec::new();
     let mut family = None;
+    let mut since = None;
+    let mut access = None;
     for ability in list {
         if ability == REFRESH_ABILITY {
             continue;
@@ -205,53 +284,90 @@ fn refresh_meaning(list: Vec<String>) -> Result<Meaning, &'static str> {
             }
         } else if let Some(entry) = ability.strip_prefix(ROTATED) {
             rotated.push(parse_rotated(entry).ok_or("an exchanged refresh token entry is malformed")?);
+        } else if let Some(secs) = ability.strip_prefix(SINCE) {
+            let secs = secs.parse::<u64>().ok().filter(|_| secs.bytes().all(|b| b.is_ascii_digit()));
+            if since.replace(from_unix_secs(secs.ok_or("a session start is not unix seconds")?)).is_some() {
+                return Err("a refresh token has two session starts");
+            }
+        } else if let Some(link) = ability.strip_prefix(ACCESS) {
+            if access.replace(parse_access(link).ok_or("an access link is malformed")?).is_some() {
+                return Err("a refresh token links two access rows");
+            }
         } else if ability.starts_with(RESERVED_ABILITY_PREFIX) {
             return Err("a refresh token carries an unknown reserved (tta:) ability");
         }
-        // Any other ability a Laravel application gave its refresh token is not a grant.
+        // Any other ability on the row is not a grant.
     }
+    let family = family.ok_or("a refresh token without a family")?;
     let grants = match (grants_none, grants.is_empty()) {
         (true, true) => Abilities::none(),
         (true, false) => return Err("a refresh token both grants abilities and grants none"),
-        // Written by a Laravel application (`["issue-access-token"]`): it grants everything.
-        (false, true) => Abilities::all(),
+        // Never "everything": a refresh row that does not say what it grants is unreadable.
+        (false, true) => return Err("a refresh token that does not say what it grants"),
         (false, false) => Abilities::from_iter(grants),
     };
-    Ok(Meaning::Refresh { grants, family, rotated })
+    Ok(RefreshRow { grants, family, rotated, since, access })
 }
 
 fn parse_rotated(entry: &str) -> Option<RotatedRefresh> {
     let (hex, millis) = entry.split_once(':')?;
-    if !millis.bytes().all(|b| b.is_ascii_digit()) {
+    let digest = TokenDigest::from_hex(hex)?;
+    Some(RotatedRefresh { digest, rotated_at: from_unix_millis(millis)? })
+}
+
+fn parse_access(link: &str) -> Option<AccessLink> {
+    let (id, expires) = match link.split_once(':') {
+        Some((id, millis)) => (id, Some(from_unix_millis(millis)?)),
+        None => (link, None),
+    };
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let digest = TokenDigest::from_hex(hex)?;
-    let rotated_at = SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(millis.parse().ok()?))?;
-    Some(RotatedRefresh { digest, rotated_at })
+    Some(AccessLink { id: id.parse().ok()?, expires_at: expires })
+}
+
+fn from_unix_millis(millis: &str) -> Option<SystemTime> {
+    if millis.is_empty() || !millis.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(millis.parse().ok()?))
+}
+
+fn from_unix_secs(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)).unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 fn unix_millis(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 fn to_json(list: &[String]) -> Result<String, StoreError> {
     serde_json::to_string(list).map_err(StoreError::corrupt)
 }
 
-/// The `abilities` of a refresh row: `"issue-access-token"`, what its exchanges grant, the session's
-/// family digest, then the refresh tokens exchanged within the reuse interval, oldest first.
-pub(super) fn refresh_abilities(
-    grants: &Abilities,
-    family: Option<&TokenDigest>,
-    rotated: &[RotatedRefresh],
-) -> Result<String, StoreError> {
+/// The `abilities` of a refresh row: `"issue-access-token"` (so Laravel's refresh endpoints that check
+/// `tokenCan('issue-access-token')` still recognise it), what its exchanges grant, the session's family
+/// digest, when the session began, its access row, then the refresh tokens exchanged within the reuse
+/// interval, oldest first.
+pub(super) fn refresh_abilities(refresh: &RefreshRow) -> Result<String, StoreError> {
     let mut list = vec![REFRESH_ABILITY.to_owned()];
-    list.extend(grants.iter().map(|ability| format!("{GRANT}{ability}")));
+    list.extend(refresh.grants.iter().map(|ability| format!("{GRANT}{ability}")));
     if list.len() == 1 {
         list.push(GRANT_NONE.to_owned());
     }
-    list.extend(family.map(|family| format!("{FAMILY}{}", family.to_hex())));
-    list.extend(rotated.iter().map(|r| format!("{ROTATED}{}:{}", r.digest.to_hex(), unix_millis(r.rotated_at))));
+    list.push(format!("{FAMILY}{}", refresh.family.to_hex()));
+    list.extend(refresh.since.map(|since| format!("{SINCE}{}", unix_secs(since))));
+    list.extend(refresh.access.map(|link| match link.expires_at {
+        Some(expires) => format!("{ACCESS}{}:{}", link.id, unix_millis(expires)),
+        None => format!("{ACCESS}{}", link.id),
+    }));
+    list.extend(
+        refresh.rotated.iter().map(|r| format!("{ROTATED}{}:{}", r.digest.to_hex(), unix_millis(r.rotated_at))),
+    );
     to_json(&list)
 }
 
@@ -271,6 +387,14 @@ mod tests {
         serde_json::from_str(json).unwrap()
     }
 
+    fn family() -> TokenDigest {
+        TokenDigest::of(b"family")
+    }
+
+    fn refresh_row(grants: Abilities, rotated: Vec<RotatedRefresh>) -> RefreshRow {
+        RefreshRow { grants, family: family(), rotated, since: None, access: None }
+    }
+
     #[test]
     fn laravel_rows_read_as_sanctum_reads_them() {
         assert_eq!(meaning(Some(r#"["*"]"#)), Ok(Meaning::Access { session: None, abilities: Abilities::all() }));
@@ -279,24 +403,46 @@ mod tests {
         };
         assert!(abilities.can("posts/read") && abilities.can("café") && !abilities.can("admin"));
         assert_eq!(meaning(None), Ok(Meaning::Access { session: None, abilities: Abilities::none() }));
-        // A refresh token as Laravel apps write it grants everything.
-        assert_eq!(
-            meaning(Some(r#"["issue-access-token"]"#)),
-            Ok(Meaning::Refresh { grants: Abilities::all(), family: None, rotated: Vec::new() })
-        );
         assert_eq!(meaning(Some(r#"["issue-access-token","rotated-refresh-token"]"#)), Ok(Meaning::Retired));
         assert_eq!(meaning(Some(r#"["rotated-refresh-token"]"#)), Ok(Meaning::Retired));
     }
 
     #[test]
-    fn star_is_an_access_token_not_a_refresh_token() {
-        assert!(matches!(meaning(Some(r#"["*"]"#)), Ok(Meaning::Access { .. })));
+    fn issue_access_token_is_a_literal_ability_never_a_refresh_token() {
+        // As Laravel's tokenCan reads them: access tokens, with exactly the abilities they list.
+        for json in [
+            r#"["issue-access-token"]"#,
+            r#"["issue-access-token","posts:read"]"#,
+            r#"["posts:read","issue-access-token"]"#,
+            r#"["issue-access-token","*"]"#,
+        ] {
+            let Ok(Meaning::Access { session: None, abilities }) = meaning(Some(json)) else { panic!("{json}") };
+            let listed: Vec<String> = list(json);
+            assert!(abilities.can("issue-access-token"), "{json}");
+            assert_eq!(abilities.can("admin"), listed.iter().any(|a| a == "*"), "{json}: nothing more than listed");
+        }
         assert!(matches!(meaning(Some(r#"["issue-access-token-x"]"#)), Ok(Meaning::Access { .. })));
     }
 
     #[test]
-    fn refresh_rows_round_trip_grants_and_rotated_tokens() {
-        let rotated = [
+    fn tta_entries_that_form_no_row_of_ours_are_unreadable() {
+        for bad in [
+            r#"["tta:admin"]"#,
+            r#"["issue-access-token","tta:grant:*"]"#,
+            r#"["issue-access-token","tta:grant-none"]"#,
+            r#"["tta:grant:*"]"#,
+            r#"["posts:read","tta:since:1"]"#,
+        ] {
+            assert!(meaning(Some(bad)).is_err(), "{bad}");
+        }
+        // A family without grants never grants everything: it is unreadable.
+        let no_grants = format!(r#"["issue-access-token","tta:family:{}"]"#, family().to_hex());
+        assert!(meaning(Some(&no_grants)).is_err());
+    }
+
+    #[test]
+    fn refresh_rows_round_trip_their_bookkeeping() {
+        let rotated = vec![
             RotatedRefresh {
                 digest: TokenDigest::of(b"a"),
                 rotated_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1),
@@ -311,28 +457,52 @@ mod tests {
             Abilities::none(),
             ["posts:read", "a:b:c", "", "*", "x"].into_iter().collect::<Abilities>(),
         ] {
-            let json = refresh_abilities(&grants, None, &rotated).unwrap();
-            assert!(json.starts_with(r#"["issue-access-token","tta:grant"#), "{json}");
-            let decoded = meaning(Some(&json)).unwrap();
-            assert_eq!(
-                decoded,
-                Meaning::Refresh { grants: grants.clone(), family: None, rotated: rotated.to_vec() },
-                "{json}"
-            );
+            for (since, access) in [
+                (None, None),
+                (
+                    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+                    Some(AccessLink {
+                        id: 77,
+                        expires_at: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_900_456)),
+                    }),
+                ),
+                (None, Some(AccessLink { id: 78, expires_at: None })),
+            ] {
+                let row = RefreshRow { since, access, ..refresh_row(grants.clone(), rotated.clone()) };
+                let json = refresh_abilities(&row).unwrap();
+                assert!(json.starts_with(r#"["issue-access-token","tta:grant"#), "{json}");
+                assert_eq!(meaning(Some(&json)), Ok(Meaning::Refresh(row)), "{json}");
+            }
         }
-        let json = refresh_abilities(&Abilities::all(), None, &rotated[1..]).unwrap();
+        let row = RefreshRow {
+            since: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(5)),
+            access: Some(AccessLink { id: 9, expires_at: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(7)) }),
+            ..refresh_row(Abilities::all(), rotated[1..].to_vec())
+        };
         assert_eq!(
-            list(&json),
+            list(&refresh_abilities(&row).unwrap()),
             [
                 "issue-access-token".to_owned(),
                 "tta:grant:*".to_owned(),
+                format!("tta:family:{}", family().to_hex()),
+                "tta:since:5".to_owned(),
+                "tta:access:9:7".to_owned(),
                 format!("tta:rotated:{}:1700000000123", TokenDigest::of(b"b").to_hex()),
             ]
         );
         assert_eq!(
-            list(&refresh_abilities(&Abilities::none(), None, &[]).unwrap()),
+            list(&refresh_abilities(&refresh_row(Abilities::none(), Vec::new())).unwrap())[..2],
             ["issue-access-token", "tta:grant-none"]
         );
+    }
+
+    #[test]
+    fn an_access_link_expires_at_the_precision_of_the_table() {
+        let at = |millis: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(millis);
+        let link = AccessLink { id: 1, expires_at: Some(at(10_700)) };
+        assert!(!link.expired_by(at(9_999)));
+        assert!(link.expired_by(at(10_000)), "expires_at holds 10 s: pruned at 10.2 s, it had expired");
+        assert!(!AccessLink { id: 1, expires_at: None }.expired_by(at(u64::from(u32::MAX))));
     }
 
     #[test]
@@ -352,23 +522,29 @@ mod tests {
 
     #[test]
     fn malformed_bookkeeping_is_an_error_never_a_panic_or_a_guess() {
+        let f = family().to_hex();
         for bad in [
-            "{}",
-            "[1]",
-            "not json",
-            r#"["tta:session:x"]"#,
-            r#"["tta:session:-1"]"#,
-            r#"["tta:session:1","tta:session:2"]"#,
-            r#"["tta:unknown"]"#,
-            r#"["issue-access-token","tta:rotated:zz:1"]"#,
-            r#"["issue-access-token","tta:rotated:00"]"#,
-            r#"["issue-access-token","tta:grant-none","tta:grant:x"]"#,
-            r#"["issue-access-token","tta:session:3"]"#,
+            "{}".to_owned(),
+            "[1]".to_owned(),
+            "not json".to_owned(),
+            r#"["tta:session:x"]"#.to_owned(),
+            r#"["tta:session:-1"]"#.to_owned(),
+            r#"["tta:session:1","tta:session:2"]"#.to_owned(),
+            r#"["tta:unknown"]"#.to_owned(),
+            format!(r#"["issue-access-token","tta:grant:*","tta:family:{f}","tta:rotated:zz:1"]"#),
+            format!(r#"["issue-access-token","tta:grant:*","tta:family:{f}","tta:rotated:00"]"#),
+            format!(r#"["issue-access-token","tta:grant-none","tta:grant:x","tta:family:{f}"]"#),
+            format!(r#"["issue-access-token","tta:grant:*","tta:family:{f}","tta:session:3"]"#),
+            format!(r#"["tta:grant:*","tta:family:{f}","tta:family:{f}"]"#),
+            r#"["tta:grant:*","tta:family:00"]"#.to_owned(),
+            format!(r#"["tta:grant:*","tta:family:{f}","tta:since:x"]"#),
+            format!(r#"["tta:grant:*","tta:family:{f}","tta:access:"]"#),
+            format!(r#"["tta:grant:*","tta:family:{f}","tta:access:1:x"]"#),
+            format!(r#"["tta:grant:*","tta:family:{f}","tta:access:1","tta:access:2"]"#),
+            format!(r#"["tta:grant:*","tta:family:{f}","tta:rotated:{}:99999999999999999999999"]"#, "0".repeat(64)),
         ] {
-            assert!(meaning(Some(bad)).is_err(), "{bad}");
+            assert!(meaning(Some(&bad)).is_err(), "{bad}");
         }
-        let huge = format!(r#"["issue-access-token","tta:rotated:{}:99999999999999999999999"]"#, "0".repeat(64));
-        assert!(meaning(Some(&huge)).is_err());
     }
 
     fn row(id: TokenId, abilities: Option<&str>) -> Row {
@@ -395,10 +571,14 @@ mod tests {
         assert_eq!(row(5, Some("garbage")).session_leniently(), (SessionId::new(5), false));
         assert_eq!(row(5, None).session_leniently(), (SessionId::new(5), false));
         assert_eq!(row(5, Some(r#"["rotated-refresh-token"]"#)).session_leniently(), (SessionId::new(5), true));
-        assert_eq!(
-            row(5, Some(r#"["issue-access-token","tta:session:3"]"#)).session_leniently(),
-            (SessionId::new(5), false)
-        );
+        let refresh = format!(r#"["tta:grant:*","tta:family:{}","tta:access:9:1","tta:session:3"]"#, family().to_hex());
+        let refresh = row(5, Some(&refresh));
+        assert_eq!(refresh.session_leniently(), (SessionId::new(5), false));
+        assert!(refresh.is_refresh_leniently());
+        assert_eq!(refresh.access_leniently(), Some(9));
+        // Only a refresh row names an access row; a Laravel row cannot point eviction elsewhere.
+        assert_eq!(row(5, Some(r#"["tta:access:9"]"#)).access_leniently(), None);
+        assert!(!row(5, Some(r#"["issue-access-token"]"#)).is_refresh_leniently());
     }
 
     #[test]
@@ -407,9 +587,15 @@ mod tests {
         let access = row(8, Some(r#"["a","tta:session:3"]"#)).record(utc).unwrap().unwrap();
         assert_eq!((access.record.kind, access.record.session_id), (TokenKind::Access, SessionId::new(3)));
         assert_eq!(access.record.abilities, ["a"].into_iter().collect());
-        let refresh = row(3, Some(r#"["issue-access-token","tta:grant:a"]"#)).record(utc).unwrap().unwrap();
+        let json = format!(r#"["issue-access-token","tta:grant:a","tta:family:{}","tta:since:60"]"#, family().to_hex());
+        let refresh = row(3, Some(&json)).record(utc).unwrap().unwrap();
         assert_eq!((refresh.record.kind, refresh.record.session_id), (TokenKind::Refresh, SessionId::new(3)));
         assert_eq!(refresh.record.abilities, ["a"].into_iter().collect());
+        assert_eq!(refresh.record.created_at, SystemTime::UNIX_EPOCH + Duration::from_secs(60), "the session start");
+        assert_eq!(refresh.refresh.unwrap().family, family());
+        let laravel = row(4, Some(r#"["issue-access-token"]"#)).record(utc).unwrap().unwrap();
+        assert_eq!((laravel.record.kind, laravel.record.session_id), (TokenKind::Access, SessionId::new(4)));
+        assert!(laravel.refresh.is_none() && !laravel.record.abilities.can("posts:read"));
         assert!(row(4, Some(r#"["rotated-refresh-token"]"#)).record(utc).unwrap().is_none());
         let mut no_user = row(4, None);
         no_user.tokenable_id = None;
