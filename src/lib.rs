@@ -73,6 +73,7 @@ pub mod ability;
 pub mod auth;
 mod authenticated;
 pub mod body;
+pub mod cache;
 pub mod clock;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
