@@ -10,7 +10,7 @@
 //!
 //! A session key invalidates both tokens of its session; index and counter keys are ignored (every
 //! revocation deletes or rewrites the session hash); a `NULL` invalidation (flush) empties the cache.
-//! The connection is named `tta-cache` (`CLIENT LIST`); when it drops, the cache is emptied and the
+//! The connection is named `tta-cache` in `CLIENT LIST` (see [`RedisBus::client_name`]); when it drops, the cache is emptied and the
 //! bus reconnects every 100 ms until it succeeds.
 //!
 //! Limits: a single primary (or a Sentinel-managed primary reached through one URL). Redis Cluster
@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 use super::bus::{BusFuture, Invalidation, InvalidationBus, InvalidationSink};
 use crate::store::{RedisStore, StoreError};
 
-/// The name of the bus connections in `CLIENT LIST`.
+/// The default name of the bus connections in `CLIENT LIST` (see [`RedisBus::client_name`]).
 pub const CLIENT_NAME: &str = "tta-cache";
 
 const RECONNECT_EVERY: Duration = Duration::from_millis(100);
@@ -40,6 +40,7 @@ pub struct RedisBus {
     store: RedisStore,
     current: Arc<Mutex<Option<Live>>>,
     lost: Arc<Notify>,
+    name: Arc<str>,
 }
 
 #[derive(Clone)]
@@ -65,7 +66,19 @@ impl RedisBus {
         let info = url.into_connection_info().map_err(StoreError::backend)?;
         let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
         let client = Client::open(info.set_redis_settings(settings)).map_err(StoreError::backend)?;
-        Ok(Self { client, store: store.clone(), current: Arc::default(), lost: Arc::default() })
+        Ok(Self {
+            client,
+            store: store.clone(),
+            current: Arc::default(),
+            lost: Arc::default(),
+            name: CLIENT_NAME.into(),
+        })
+    }
+
+    /// Names the bus connection `name` in `CLIENT LIST` (default [`CLIENT_NAME`]; no spaces).
+    pub fn client_name(mut self, name: &str) -> Self {
+        self.name = name.into();
+        self
     }
 
     fn lose(&self, number: u64) {
@@ -93,7 +106,7 @@ impl RedisBus {
                 .map_err(|_| StoreError::timeout())?
                 .map_err(StoreError::backend)?;
         let mut setup = redis::pipe();
-        setup.cmd("CLIENT").arg("SETNAME").arg(CLIENT_NAME).ignore();
+        setup.cmd("CLIENT").arg("SETNAME").arg(&*self.name).ignore();
         setup.cmd("CLIENT").arg("TRACKING").arg("ON").arg("BCAST").arg("PREFIX").arg(self.store.tracked_prefix());
         let _: Vec<Value> = tokio::time::timeout(CONNECT_TIMEOUT, setup.query_async(&mut conn))
             .await
