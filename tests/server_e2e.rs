@@ -701,6 +701,10 @@ async fn log_everyone_out(server: &Server) {
     }
 }
 
+/// The Redis tests log the same users in and out of one shared store: one at a time.
+#[cfg(feature = "redis")]
+static REDIS_USERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The device flow on Redis, with two instances sharing it: a session revoked through one is dead on
 /// the other at once.
 #[cfg(feature = "redis")]
@@ -712,6 +716,7 @@ async fn two_instances_on_redis_share_sessions_and_revocations() {
     };
     let users = ["--user", "alice@example.com:alice-pass", "--user", "bob@example.com:bob-pass"];
     let args: Vec<&str> = ["--store", url.as_str()].into_iter().chain(users).collect();
+    let _one_at_a_time = REDIS_USERS.lock().await;
     let (a, b) = (Server::start(&args), Server::start(&args));
     log_everyone_out(&a).await;
     device_management_flow(&a, ("alice@example.com", "alice-pass"), ("bob@example.com", "bob-pass")).await;
@@ -727,6 +732,33 @@ async fn two_instances_on_redis_share_sessions_and_revocations() {
     let reply = b.post("/api/v1/auth/logout", Some(&laptop.access)).await;
     reply.assert_message(StatusCode::OK, "Successfully logged out");
     a.get("/api/v1/user", Some(&laptop.access)).await.assert_invalid_token();
+}
+
+/// `--cache` on two instances over Redis: a token hot in the other instance's cache is refused there as
+/// soon as the logout on this one has answered.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn two_cached_instances_on_redis_refuse_a_logged_out_token_at_once() {
+    let Some(url) = std::env::var("TOWER_TOKEN_AUTH_REDIS_URL").ok().filter(|u| !u.is_empty()) else {
+        println!("skipped: TOWER_TOKEN_AUTH_REDIS_URL is not set");
+        return;
+    };
+    let users = ["--user", "alice@example.com:alice-pass", "--user", "bob@example.com:bob-pass"];
+    let args: Vec<&str> = ["--store", url.as_str(), "--cache"].into_iter().chain(users).collect();
+    let _one_at_a_time = REDIS_USERS.lock().await;
+    let (a, b) = (Server::start(&args), Server::start(&args));
+    log_everyone_out(&a).await;
+    device_management_flow(&a, ("alice@example.com", "alice-pass"), ("bob@example.com", "bob-pass")).await;
+    for _ in 0..20 {
+        let laptop = a.login("alice@example.com", "alice-pass", "laptop").await;
+        for _ in 0..5 {
+            assert_eq!(b.get("/api/v1/user", Some(&laptop.access)).await.status, StatusCode::OK, "issued on a");
+        }
+        let reply = a.post("/api/v1/auth/logout", Some(&laptop.access)).await;
+        reply.assert_message(StatusCode::OK, "Successfully logged out");
+        b.get("/api/v1/user", Some(&laptop.access)).await.assert_invalid_token();
+    }
+    assert!(b.logs().contains("cached=true"), "{}", b.logs());
 }
 
 /// The device flow on Laravel's table in PostgreSQL.

@@ -59,6 +59,10 @@
 //!   it did; so a login with `WhenFull::RevokeOldest` waits like a revocation (about as long as
 //!   hashing a password). Use `WhenFull::Refuse` or `SessionLimit::unlimited()` for logins that never
 //!   wait.
+//! * Observability: [`CachedStore::stats`] (hits, misses, invalidations, resets, lease lapses,
+//!   revocation waits); with feature `metrics`, `token_auth_cache_*` counters and a histogram of
+//!   revocation waits (see [`CacheStats`]); the auth layer's `authenticate` span gets `cache = "hit"`
+//!   when a request was served from memory.
 //! * Memory: at most [`CacheConfig::capacity`] records (the oldest fill goes first), each at most
 //!   [`CacheConfig::max_entry_age`] old.
 //!
@@ -340,6 +344,8 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         let state = &self.shared.state;
         if let Some(record) = state.hit(id) {
             stats::hit(true);
+            // The auth layer's `authenticate` span declares this field; elsewhere it records nothing.
+            tracing::Span::current().record("cache", "hit");
             return StoreFuture::ready(Ok(Some(record)));
         }
         stats::hit(false);

@@ -300,3 +300,48 @@ async fn entries_older_than_the_maximum_age_are_read_again() {
     cache.find(id).await.unwrap();
     assert_eq!(finds(&store), 2);
 }
+
+/// Records the values given to span fields named `cache`.
+#[derive(Clone, Default)]
+struct CacheField(Arc<Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CacheField {
+    fn on_record(
+        &self,
+        _span: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct Visit<'a>(&'a Mutex<Vec<String>>);
+        impl tracing::field::Visit for Visit<'_> {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "cache" {
+                    self.0.lock().unwrap().push(format!("{value:?}"));
+                }
+            }
+        }
+        values.record(&mut Visit(&self.0));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_authenticate_span_says_when_a_request_was_served_from_memory() {
+    use tower::{Service, ServiceBuilder, ServiceExt};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let field = CacheField::default();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(field.clone()));
+    let (cache, _store, _bus) = cached(config()).await;
+    let token = cache.get_ref().issue(NewToken::access(1u64)).await.unwrap();
+    let mut api = ServiceBuilder::new()
+        .layer(crate::TokenAuthLayer::new(cache.clone()))
+        .service_fn(|_req: http::Request<()>| async { Ok::<_, std::convert::Infallible>(http::Response::new(())) });
+    for _ in 0..2 {
+        let request = http::Request::get("/")
+            .header(http::header::AUTHORIZATION, format!("Bearer {}", token.plain_text.expose()))
+            .body(())
+            .unwrap();
+        assert_eq!(api.ready().await.unwrap().call(request).await.unwrap().status(), 200);
+    }
+    assert_eq!(*field.0.lock().unwrap(), ["\"hit\""], "the first request read the store, the second memory");
+}
