@@ -82,18 +82,20 @@ impl RedisBus {
     }
 
     fn lose(&self, number: u64) {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.as_ref().is_some_and(|live| live.number == number) {
-            *current = None;
-            self.lost.notify_one();
-        }
+        lose(&self.current, &self.lost, number);
     }
 
     async fn subscribe(&self, sink: &Arc<dyn InvalidationSink>, number: u64) -> Result<(), StoreError> {
-        let bus = self.clone();
+        // The sender lives in the connection's driver: it must not hold the connection itself (through
+        // `current`), or the connection would keep itself alive after the cache is dropped.
+        let (store, current, lost) = (self.store.clone(), Arc::downgrade(&self.current), self.lost.clone());
         let push_sink = sink.clone();
         let sender = move |push: PushInfo| -> Result<(), std::convert::Infallible> {
-            bus.deliver(&*push_sink, number, push);
+            if deliver(&store, &*push_sink, push) {
+                if let Some(current) = current.upgrade() {
+                    lose(&current, &lost, number);
+                }
+            }
             Ok(())
         };
         let config = AsyncConnectionConfig::new()
@@ -117,36 +119,46 @@ impl RedisBus {
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(Live { conn, number });
         Ok(())
     }
+}
 
-    /// Called by redis-rs inside the connection driver, before any later reply is routed.
-    fn deliver(&self, sink: &dyn InvalidationSink, number: u64, push: PushInfo) {
-        match push.kind {
-            PushKind::Invalidate => match push.data.first() {
-                Some(Value::Array(keys)) => {
-                    let ids: Vec<_> = keys
-                        .iter()
-                        .filter_map(|key| match key {
-                            Value::BulkString(key) => self.store.token_ids_in_key(key),
-                            _ => None,
-                        })
-                        .flatten()
-                        .collect();
-                    if !ids.is_empty() {
-                        sink.invalidate(Invalidation::Tokens(ids));
-                    }
-                }
-                // `NULL`: a flush. Anything else is not understood: drop everything.
-                _ => sink.invalidate(Invalidation::Everything),
-            },
-            PushKind::Disconnection => {
-                sink.reset();
-                self.lose(number);
-            }
-            // `tracking-redir-broken` and kinds this version does not know: be safe.
-            PushKind::Other(_) => sink.reset(),
-            _ => {}
-        }
+fn lose(current: &Mutex<Option<Live>>, lost: &Notify, number: u64) {
+    let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
+    if current.as_ref().is_some_and(|live| live.number == number) {
+        *current = None;
+        lost.notify_one();
     }
+}
+
+/// Applies one push; called by redis-rs inside the connection driver, before any later reply is routed.
+/// True when the connection is gone.
+fn deliver(store: &RedisStore, sink: &dyn InvalidationSink, push: PushInfo) -> bool {
+    match push.kind {
+        PushKind::Invalidate => match push.data.first() {
+            Some(Value::Array(keys)) => {
+                let ids: Vec<_> = keys
+                    .iter()
+                    .filter_map(|key| match key {
+                        Value::BulkString(key) => store.token_ids_in_key(key),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                if !ids.is_empty() {
+                    sink.invalidate(Invalidation::Tokens(ids));
+                }
+            }
+            // `NULL`: a flush. Anything else is not understood: drop everything.
+            _ => sink.invalidate(Invalidation::Everything),
+        },
+        PushKind::Disconnection => {
+            sink.reset();
+            return true;
+        }
+        // `tracking-redir-broken` and kinds this version does not know: be safe.
+        PushKind::Other(_) => sink.reset(),
+        _ => {}
+    }
+    false
 }
 
 impl InvalidationBus for RedisBus {
