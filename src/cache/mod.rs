@@ -94,6 +94,9 @@
 //! ```
 
 mod bus;
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "mysql", feature = "sqlite"))))]
+pub mod poll;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
