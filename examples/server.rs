@@ -88,7 +88,7 @@ Tokens live in --store:
   sqlite://PATH  or  sqlite::memory:      the same on SQLite; the file is created if missing (--features sqlite)
 
 --cache keeps hot tokens in this instance's memory, in front of the store (memory://, a single
-Redis primary, PostgreSQL), and keeps logout immediate on every instance: a revocation waits about
+Redis primary, PostgreSQL, MySQL/MariaDB, SQLite), and keeps logout immediate on every instance: a revocation waits about
 --cache-lease-ms before it answers.";
 
 /// The command line.
@@ -782,8 +782,21 @@ async fn sql_store(scheme: &str, url: &str, cache: Option<CacheConfig>) -> Resul
             bus.install().await?;
             return Ok(Arc::new(CachedStore::new(store, bus, config)));
         }
+        // MySQL/MariaDB and SQLite: a trigger-fed revocation log, polled.
+        #[cfg(feature = "mysql")]
+        if feature == "mysql" {
+            let bus = tower_token_auth::cache::poll::PollBus::mysql(url, tower_token_auth::store::sql::DEFAULT_TABLE)?;
+            bus.install().await?;
+            return Ok(Arc::new(CachedStore::new(store, bus, config)));
+        }
+        #[cfg(feature = "sqlite")]
+        if feature == "sqlite" {
+            let bus = tower_token_auth::cache::poll::PollBus::sqlite(url, tower_token_auth::store::sql::DEFAULT_TABLE)?;
+            bus.install().await?;
+            return Ok(Arc::new(CachedStore::new(store, bus, config)));
+        }
         let _ = config;
-        return Err(format!("--cache has no invalidation bus for {feature} yet (Redis and PostgreSQL have one)").into());
+        unreachable!("a compiled-in SQL backend has a bus");
     }
     let _ = (compiled_in, url, cache); // used only when built with an SQL feature
     Err(format!("this build has no {feature} store: rebuild with --features {feature}").into())

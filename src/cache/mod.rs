@@ -13,8 +13,10 @@
 //! # How
 //!
 //! Each instance listens on an [`InvalidationBus`]: the store's own writes produce the invalidations
-//! (Redis: `CLIENT TRACKING ... BCAST` on the key prefix, see [`RedisBus`](redis::RedisBus)), so a
-//! write by any instance, or by another program, reaches every cache. A bus can lag or drop its
+//! (Redis: `CLIENT TRACKING ... BCAST` on the key prefix, `redis::RedisBus`; PostgreSQL: a trigger
+//! and `LISTEN/NOTIFY`, `postgres::PgBus`; MySQL/MariaDB and SQLite: a trigger-fed revocation log,
+//! polled, `poll::PollBus`), so a write by any instance, or by another program, reaches every cache.
+//! Redis Cluster has no bus yet. A bus can lag or drop its
 //! connection, so the cache serves hits only under a **lease**: every `fence_every` it makes a
 //! round trip on the bus connection itself (a `PING`), and when that fence, started at `t0`, comes
 //! back, every invalidation committed before `t0` has been applied (they travel on the same ordered
