@@ -220,3 +220,26 @@ async fn touches_log_nothing_and_foreign_deletes_are_logged() {
         drop_table(db, &url, &table).await;
     }
 }
+
+/// Log rows this instance never read (cleaned up while it was away) are a gap: the cache is emptied and
+/// serves nothing until a poll without a gap.
+#[tokio::test]
+async fn a_gap_in_the_revocation_log_empties_the_cache() {
+    let (url, table) = database(Db::Sqlite, "gap").unwrap();
+    let store = setup(Db::Sqlite, &url, &table).await;
+    let cache = CachedStore::new(store.clone(), bus(Db::Sqlite, &url, &table), CacheConfig::default());
+    while !cache.lease_is_fresh() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let id = store.issue(NewToken::access(7u64).session_limit(SessionLimit::unlimited())).await.unwrap().record.id;
+    cache.find(id).await.unwrap().unwrap();
+    cache.find(id).await.unwrap().unwrap();
+    assert_eq!(cache.stats().hits, 1);
+    let resets = cache.stats().resets;
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE tta_cache_counter SET seq = seq + 3 WHERE id = 1").execute(&pool).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stats = cache.stats();
+    assert_eq!((stats.resets, stats.entries), (resets + 1, 0), "{stats:?}");
+    drop_table(Db::Sqlite, &url, &table).await;
+}
