@@ -9,6 +9,7 @@
 //! cargo run --example server -- --help             # every flag
 //! cargo run --example server --features redis -- --store redis://127.0.0.1:6379
 //! cargo run --example server --features redis -- --store redis-sentinel://127.0.0.1:26379/mymaster --redis-replicas 1
+//! cargo run --example server --features redis -- --store redis://127.0.0.1:6379 --cache   # hot tokens from memory
 //! ```
 //!
 //! It starts with one user, `demo@example.com` / `demo-password` (`--user EMAIL:PASSWORD`, repeatable,
@@ -54,6 +55,7 @@ use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_token_auth::cache::{CacheConfig, CachedStore, LocalBus};
 use tower_token_auth::refresh::{NewPair, RefreshTokens, TokenPair};
 use tower_token_auth::user::{CurrentUser, CurrentUserLayer, LoadUser};
 use tower_token_auth::{AuthenticatedToken, MemoryStore, Rejection, TokenAuthLayer, TokenStore, TokenStoreExt, UserId};
@@ -87,7 +89,11 @@ Tokens live in --store:
                                           (--features redis)
   postgres://USER[:PASS]@HOST/DB          Laravel Sanctum's personal_access_tokens table (--features postgres)
   mysql://USER[:PASS]@HOST/DB             the same on MySQL/MariaDB (--features mysql)
-  sqlite://PATH  or  sqlite::memory:      the same on SQLite; the file is created if missing (--features sqlite)";
+  sqlite://PATH  or  sqlite::memory:      the same on SQLite; the file is created if missing (--features sqlite)
+
+--cache keeps hot tokens in this instance's memory, in front of the store (memory://, a single
+Redis primary, PostgreSQL, MySQL/MariaDB, SQLite), and keeps logout immediate on every instance: a revocation waits about
+--cache-lease-ms before it answers.";
 
 /// The command line.
 #[derive(Parser)]
@@ -132,6 +138,14 @@ struct Args {
     /// build with --features metrics).
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
+    /// Authenticate hot tokens from this instance's memory (tower_token_auth::cache); a revocation
+    /// still holds on every instance once it has answered.
+    #[arg(long)]
+    cache: bool,
+    /// The cache's lease: how long a fence on the invalidation channel lets hits be served, and about
+    /// how long each revocation waits.
+    #[arg(long, value_name = "MILLISECONDS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(5..))]
+    cache_lease_ms: u64,
 }
 
 fn parse_origin(value: &str) -> Result<HeaderValue, String> {
@@ -243,7 +257,11 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let dummy_hash = hash_password("not anyone's password")?.into();
 
     let replicas = (args.redis_replicas, Duration::from_millis(args.redis_replicas_timeout));
-    let store = open_store(&args.store, Duration::from_secs(args.prune_interval), replicas).await?;
+    let cache = args.cache.then(|| {
+        let lease = Duration::from_millis(args.cache_lease_ms);
+        CacheConfig::default().lease(lease).fence_every(lease / 5)
+    });
+    let store = open_store(&args.store, Duration::from_secs(args.prune_interval), replicas, cache).await?;
     let tokens = RefreshTokens::new(Arc::clone(&store))
         .access_ttl(Duration::from_secs(args.access_ttl))
         .refresh_ttl(Duration::from_secs(args.refresh_ttl))
@@ -652,25 +670,32 @@ async fn serve_metrics(_: &str) -> Result<(), BoxError> {
 
 /// Opens the store named by `--store`. Every backend becomes an `Arc<dyn TokenStore>`, so the rest of the
 /// program has one code path.
+/// With `cache`, the store is wrapped in a `CachedStore` listening on the backend's invalidation bus.
 async fn open_store(
     url: &str,
     prune_interval: Duration,
     (replicas, replicas_timeout): (u32, Duration),
+    cache: Option<CacheConfig>,
 ) -> Result<Arc<dyn TokenStore>, BoxError> {
     let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme).to_ascii_lowercase();
     if replicas > 0 && !scheme.starts_with("redis") {
         return Err("--redis-replicas needs a Redis --store (redis://, redis-sentinel:// or a cluster)".into());
     }
+    let cached = cache.is_some();
     let store: Arc<dyn TokenStore> = match scheme.as_str() {
         "memory" => {
             let store = MemoryStore::new();
             store.spawn_pruner(prune_interval, Duration::ZERO);
-            Arc::new(store)
+            match cache {
+                // One process: its own evictions are the only invalidations.
+                Some(config) => Arc::new(CachedStore::new(store, LocalBus, config)),
+                None => Arc::new(store),
+            }
         }
         // Redis expires token keys by itself.
-        "redis" | "rediss" | "redis-sentinel" => redis_store(url, replicas, replicas_timeout).await?,
+        "redis" | "rediss" | "redis-sentinel" => redis_store(url, (replicas, replicas_timeout), cache).await?,
         "postgres" | "postgresql" | "mysql" | "mariadb" | "sqlite" => {
-            let store = sql_store(&scheme, url).await?;
+            let store = sql_store(&scheme, url, cache).await?;
             tokio::spawn(prune_periodically(Arc::clone(&store), prune_interval));
             store
         }
@@ -682,24 +707,34 @@ async fn open_store(
         }
     };
     // Only the scheme: the URL may hold a password.
-    tracing::info!(store = scheme, "token store ready");
+    tracing::info!(store = scheme, cached, "token store ready");
     Ok(store)
 }
 
 #[cfg(feature = "redis")]
-async fn redis_store(url: &str, replicas: u32, timeout: Duration) -> Result<Arc<dyn TokenStore>, BoxError> {
+async fn redis_store(
+    url: &str,
+    (replicas, timeout): (u32, Duration),
+    cache: Option<CacheConfig>,
+) -> Result<Arc<dyn TokenStore>, BoxError> {
     let store = tower_token_auth::store::RedisStore::connect(url).await?;
     // The wait is bounded by the command timeout too (3 s by default).
-    Ok(Arc::new(store.wait_for_replicas(replicas, timeout)))
+    let store = store.wait_for_replicas(replicas, timeout);
+    let Some(config) = cache else { return Ok(Arc::new(store)) };
+    if store.is_cluster() || url.starts_with("redis-sentinel") {
+        return Err("--cache supports a single Redis primary (redis://), not Redis Cluster or Sentinel (yet)".into());
+    }
+    let bus = tower_token_auth::cache::redis::RedisBus::new(url, &store)?;
+    Ok(Arc::new(CachedStore::new(store, bus, config)))
 }
 
 #[cfg(not(feature = "redis"))]
-async fn redis_store(_: &str, _: u32, _: Duration) -> Result<Arc<dyn TokenStore>, BoxError> {
+async fn redis_store(_: &str, _: (u32, Duration), _: Option<CacheConfig>) -> Result<Arc<dyn TokenStore>, BoxError> {
     Err("this build has no Redis store: rebuild with --features redis".into())
 }
 
 /// The SQL stores: each database has its own feature (and `SqlStore` needs at least one of them).
-async fn sql_store(scheme: &str, url: &str) -> Result<Arc<dyn TokenStore>, BoxError> {
+async fn sql_store(scheme: &str, url: &str, cache: Option<CacheConfig>) -> Result<Arc<dyn TokenStore>, BoxError> {
     let (feature, compiled_in) = match scheme {
         "postgres" | "postgresql" => ("postgres", cfg!(feature = "postgres")),
         "mysql" | "mariadb" => ("mysql", cfg!(feature = "mysql")),
@@ -709,9 +744,30 @@ async fn sql_store(scheme: &str, url: &str) -> Result<Arc<dyn TokenStore>, BoxEr
     if compiled_in {
         let store = tower_token_auth::store::SqlStore::connect(url).await?;
         store.create_table_if_missing().await?;
-        return Ok(Arc::new(store));
+        let Some(config) = cache else { return Ok(Arc::new(store)) };
+        #[cfg(feature = "postgres")]
+        if feature == "postgres" {
+            let bus = tower_token_auth::cache::postgres::PgBus::new(url, tower_token_auth::store::sql::DEFAULT_TABLE)?;
+            bus.install().await?;
+            return Ok(Arc::new(CachedStore::new(store, bus, config)));
+        }
+        // MySQL/MariaDB and SQLite: a trigger-fed revocation log, polled.
+        #[cfg(feature = "mysql")]
+        if feature == "mysql" {
+            let bus = tower_token_auth::cache::poll::PollBus::mysql(url, tower_token_auth::store::sql::DEFAULT_TABLE)?;
+            bus.install().await?;
+            return Ok(Arc::new(CachedStore::new(store, bus, config)));
+        }
+        #[cfg(feature = "sqlite")]
+        if feature == "sqlite" {
+            let bus = tower_token_auth::cache::poll::PollBus::sqlite(url, tower_token_auth::store::sql::DEFAULT_TABLE)?;
+            bus.install().await?;
+            return Ok(Arc::new(CachedStore::new(store, bus, config)));
+        }
+        let _ = config;
+        unreachable!("a compiled-in SQL backend has a bus");
     }
-    let _ = (compiled_in, url); // used only when built with an SQL feature
+    let _ = (compiled_in, url, cache); // used only when built with an SQL feature
     Err(format!("this build has no {feature} store: rebuild with --features {feature}").into())
 }
 

@@ -75,6 +75,7 @@ pub mod ability;
 pub mod auth;
 mod authenticated;
 pub mod body;
+pub mod cache;
 pub mod clock;
 pub mod devices;
 #[cfg(feature = "axum")]

@@ -12,7 +12,7 @@
 //! |---|---|---|---|
 //! | `tower_token_auth_authenticate_duration_seconds` | histogram | `result` = `success` \| `failure` \| `none`; `reason` (failures) = `malformed` \| `unknown` \| `mismatch` \| `expired` \| `wrong_kind` \| `store_error` \| `store_timeout` | one per request through [`TokenAuthLayer`](crate::TokenAuthLayer) or a [`LogoutService`](crate::LogoutService) not behind one, from the header to the decision (`none`: no credentials) |
 //! | `tower_token_auth_store_operation_duration_seconds` | histogram | `operation` = `find` \| `insert` \| `exchange_refresh` \| `list_sessions` \| `revoke_sessions` \| `touch_last_used` \| `find_by_digest`; `store` = [`TokenStore::backend_name`](crate::TokenStore::backend_name) | each store call the crate makes |
-//! | `tower_token_auth_store_errors_total` | counter | `operation`, `store`, `kind` = `backend` \| `timeout` \| `corrupt` \| `random` \| `invalid_input` \| `session_limit` | failed store calls |
+//! | `tower_token_auth_store_errors_total` | counter | `operation`, `store`, `kind` = `backend` \| `timeout` \| `corrupt` \| `random` \| `invalid_input` \| `session_limit` \| `not_acknowledged` | failed store calls |
 //! | `tower_token_auth_sign_ins_total` | counter | | pairs issued by [`RefreshTokens::issue_pair`](crate::refresh::RefreshTokens::issue_pair) |
 //! | `tower_token_auth_logouts_total` | counter | `scope` = `global` \| `local` \| `others` | successful logouts |
 //! | `tower_token_auth_logout_revoked_tokens_total` | counter | `scope` | tokens those logouts revoked |
@@ -23,6 +23,9 @@
 //! | `tower_token_auth_refresh_reuse_detected_total` | counter | | **the theft signal**: an exchanged refresh token presented again |
 //! | `tower_token_auth_forbidden_total` | counter | | `403`s of [`RequireAbilitiesLayer`](crate::ability::RequireAbilitiesLayer) |
 //! | `tower_token_auth_unreadable_rows_skipped_total` | counter | `store` | rows a session listing skipped because the store cannot read them (each also logged at `warn` with its id) |
+//! | `tower_token_auth_cache_hits_total`, `tower_token_auth_cache_misses_total` | counter | | [`CachedStore`](crate::cache::CachedStore) lookups answered from memory, and those that went to the store |
+//! | `tower_token_auth_cache_invalidations_total`, `tower_token_auth_cache_lease_lapses_total`, `tower_token_auth_cache_resets_total`, `tower_token_auth_cache_fence_failures_total` | counter | | invalidations applied, leases that ran out before a fence renewed them, channel losses, failed fences |
+//! | `tower_token_auth_cache_revocation_wait_seconds` | histogram | | how long revoking calls through a `CachedStore` waited for the other instances' leases |
 //!
 //! The revocation counters are kept by the crate's stores themselves (memory, Redis, SQL), in
 //! [`TokenStore::revoke_sessions`](crate::TokenStore::revoke_sessions), so a handler that calls the store
@@ -140,7 +143,7 @@ pub(crate) mod audit {
 
 /// Every metric of the crate: name, whether it is a histogram (in seconds) or a counter, and its help.
 #[cfg(feature = "metrics")]
-const METRICS: [(&str, bool, &str); 12] = [
+const METRICS: [(&str, bool, &str); 20] = [
     ("tower_token_auth_authenticate_duration_seconds", true, "Time from the Authorization header to the decision, per request, by result and failure reason."),
     ("tower_token_auth_store_operation_duration_seconds", true, "Duration of the token store calls the crate makes, by operation and store."),
     ("tower_token_auth_store_errors_total", false, "Failed token store calls, by operation, store and error kind."),
@@ -153,6 +156,14 @@ const METRICS: [(&str, bool, &str); 12] = [
     ("tower_token_auth_refresh_exchanges_total", false, "Refresh-token exchanges, by outcome."),
     ("tower_token_auth_refresh_reuse_detected_total", false, "Exchanged refresh tokens presented again: a copy is in use (theft signal)."),
     ("tower_token_auth_forbidden_total", false, "403 answers of RequireAbilitiesLayer."),
+    ("tower_token_auth_unreadable_rows_skipped_total", false, "Rows a session listing skipped because the store cannot read them (each logged at warn with its id)."),
+    ("tower_token_auth_cache_hits_total", false, "CachedStore lookups answered from memory."),
+    ("tower_token_auth_cache_misses_total", false, "CachedStore lookups that went to the store."),
+    ("tower_token_auth_cache_invalidations_total", false, "Invalidations a CachedStore applied (from its bus and its own revocations)."),
+    ("tower_token_auth_cache_lease_lapses_total", false, "Times a CachedStore's lease had run out before a fence renewed it (hits were off meanwhile)."),
+    ("tower_token_auth_cache_resets_total", false, "Times a CachedStore's invalidation channel was lost or re-established (each empties the cache)."),
+    ("tower_token_auth_cache_fence_failures_total", false, "CachedStore fences that failed or timed out."),
+    ("tower_token_auth_cache_revocation_wait_seconds", true, "How long revoking calls through a CachedStore waited for the other instances' leases."),
 ];
 
 /// Describes every metric of the crate to the installed recorder (unit and help text: Prometheus's

@@ -718,6 +718,10 @@ async fn log_everyone_out(server: &Server) {
     }
 }
 
+/// The Redis tests log the same users in and out of one shared store: one at a time.
+#[cfg(feature = "redis")]
+static REDIS_USERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The device flow on Redis, with two instances sharing it: a session revoked through one is dead on
 /// the other at once.
 #[cfg(feature = "redis")]
@@ -729,6 +733,7 @@ async fn two_instances_on_redis_share_sessions_and_revocations() {
     };
     let users = ["--user", "alice@example.com:alice-pass", "--user", "bob@example.com:bob-pass"];
     let args: Vec<&str> = ["--store", url.as_str()].into_iter().chain(users).collect();
+    let _one_at_a_time = REDIS_USERS.lock().await;
     let (a, b) = (Server::start(&args), Server::start(&args));
     log_everyone_out(&a).await;
     device_management_flow(&a, ("alice@example.com", "alice-pass"), ("bob@example.com", "bob-pass")).await;
@@ -744,6 +749,72 @@ async fn two_instances_on_redis_share_sessions_and_revocations() {
     let reply = b.post("/api/v1/auth/logout", Some(&laptop.access)).await;
     reply.assert_message(StatusCode::OK, "Successfully logged out");
     a.get("/api/v1/user", Some(&laptop.access)).await.assert_invalid_token();
+}
+
+/// `--cache` on two instances over Redis: a token hot in the other instance's cache is refused there as
+/// soon as the logout on this one has answered.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn two_cached_instances_on_redis_refuse_a_logged_out_token_at_once() {
+    let Some(url) = std::env::var("TOWER_TOKEN_AUTH_REDIS_URL").ok().filter(|u| !u.is_empty()) else {
+        println!("skipped: TOWER_TOKEN_AUTH_REDIS_URL is not set");
+        return;
+    };
+    let users = ["--user", "alice@example.com:alice-pass", "--user", "bob@example.com:bob-pass"];
+    let args: Vec<&str> = ["--store", url.as_str(), "--cache"].into_iter().chain(users).collect();
+    let _one_at_a_time = REDIS_USERS.lock().await;
+    let (a, b) = (Server::start(&args), Server::start(&args));
+    log_everyone_out(&a).await;
+    device_management_flow(&a, ("alice@example.com", "alice-pass"), ("bob@example.com", "bob-pass")).await;
+    for _ in 0..20 {
+        let laptop = a.login("alice@example.com", "alice-pass", "laptop").await;
+        for _ in 0..5 {
+            assert_eq!(b.get("/api/v1/user", Some(&laptop.access)).await.status, StatusCode::OK, "issued on a");
+        }
+        let reply = a.post("/api/v1/auth/logout", Some(&laptop.access)).await;
+        reply.assert_message(StatusCode::OK, "Successfully logged out");
+        b.get("/api/v1/user", Some(&laptop.access)).await.assert_invalid_token();
+    }
+    assert!(b.logs().contains("cached=true"), "{}", b.logs());
+}
+
+/// A cached instance stopped with `SIGSTOP` across a logout on another instance refuses the token when it
+/// resumes, for a request sent while it was stopped: its lease ran out while it slept, and the fence after
+/// it wakes reads the invalidations it missed first.
+#[cfg(all(feature = "redis", unix))]
+#[tokio::test]
+async fn a_cached_instance_stopped_across_a_logout_refuses_the_token_when_it_resumes() {
+    let Some(url) = std::env::var("TOWER_TOKEN_AUTH_REDIS_URL").ok().filter(|u| !u.is_empty()) else {
+        println!("skipped: TOWER_TOKEN_AUTH_REDIS_URL is not set");
+        return;
+    };
+    let users = ["--user", "alice@example.com:alice-pass", "--user", "bob@example.com:bob-pass"];
+    let args: Vec<&str> = ["--store", url.as_str(), "--cache"].into_iter().chain(users).collect();
+    let _one_at_a_time = REDIS_USERS.lock().await;
+    let (a, b) = (Server::start(&args), Server::start(&args));
+    log_everyone_out(&a).await;
+    let signal = |pid: u32, which: &str| {
+        let status = std::process::Command::new("kill").args([which, &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill {which} {pid}");
+    };
+    let pid = b.process.child.id();
+    for stopped_ms in [100u64, 300, 1000] {
+        let laptop = a.login("alice@example.com", "alice-pass", "laptop").await;
+        for _ in 0..5 {
+            assert_eq!(b.get("/api/v1/user", Some(&laptop.access)).await.status, StatusCode::OK, "hot on b");
+        }
+        signal(pid, "-STOP");
+        let reply = a.post("/api/v1/auth/logout", Some(&laptop.access)).await;
+        reply.assert_message(StatusCode::OK, "Successfully logged out");
+        let resume = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(stopped_ms));
+            signal(pid, "-CONT");
+        });
+        // Sent while b is stopped (the kernel queues it), answered once it resumes.
+        b.get("/api/v1/user", Some(&laptop.access)).await.assert_invalid_token();
+        resume.join().unwrap();
+        b.get("/api/v1/user", Some(&laptop.access)).await.assert_invalid_token();
+    }
 }
 
 /// The device flow on Laravel's table in PostgreSQL.

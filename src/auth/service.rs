@@ -83,8 +83,10 @@ where
             token.id = tracing::field::Empty,
             session.id = tracing::field::Empty,
             outcome = tracing::field::Empty,
+            cache = tracing::field::Empty,
         );
-        match self.config.start_at(request.headers(), started) {
+        // In the span, so that a store answering at once can mark it (`CachedStore`: `cache = "hit"`).
+        match span.in_scope(|| self.config.start_at(request.headers(), started)) {
             Started::Done(result) => {
                 self.config.observe(&span, started, &result);
                 match result {

@@ -1,3 +1,4 @@
+pub mod cache_history;
 pub mod example_server;
 pub mod faults;
 pub mod flow;

@@ -1156,6 +1156,31 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// The key prefix, which the cache's bus tracks (`CLIENT TRACKING ... BCAST PREFIX`).
+    pub(crate) fn tracked_prefix(&self) -> &str {
+        self.keys.prefix()
+    }
+
+    /// The two token ids whose records live in `key`, when it is a session key of this store.
+    pub(crate) fn token_ids_in_key(&self, key: &[u8]) -> Option<[TokenId; 2]> {
+        let rest = key.strip_prefix(self.keys.prefix().as_bytes())?.strip_prefix(b"{")?;
+        let close = rest.iter().position(|&b| b == b'}')?;
+        let (bucket, rest) = rest.split_at(close);
+        let seq = rest.strip_prefix(b"}:s:")?;
+        let number = |digits: &[u8]| -> Option<u64> {
+            let ok = !digits.is_empty() && digits.len() <= 20 && digits.iter().all(u8::is_ascii_digit);
+            std::str::from_utf8(digits).ok().filter(|_| ok)?.parse().ok()
+        };
+        let (bucket, seq) = (number(bucket)?, number(seq)?);
+        if bucket >= layout::BUCKETS || seq > MAX_SEQ {
+            return None;
+        }
+        let bucket = bucket as u16;
+        Some([Slot::id(seq, TokenKind::Access, bucket), Slot::id(seq, TokenKind::Refresh, bucket)])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1184,5 +1209,17 @@ mod tests {
         assert_eq!(deadline([&at(5)], FOREVER_MS), None, "too far to matter");
         assert_eq!(deadline([&Some(SystemTime::UNIX_EPOCH - Duration::from_secs(1))], 0), Some(1), "past: at least 1");
         assert_eq!(deadline_arg(None), "inf");
+    }
+
+    #[tokio::test]
+    async fn session_keys_name_their_two_tokens_for_the_cache() {
+        let store = RedisStore::connect_lazy("redis://127.0.0.1:1/0").unwrap().key_prefix("app:");
+        let key = store.keys.session(17, 42).to_string();
+        let ids = store.token_ids_in_key(key.as_bytes()).unwrap();
+        assert_eq!(ids.map(|id| Slot::of(id).seq), [42, 42]);
+        assert_eq!(ids.map(|id| Slot::of(id).kind), [TokenKind::Access, TokenKind::Refresh]);
+        for other in ["app:{17}:u:5", "app:{17}:n", "other:{17}:s:42", "app:{99999}:s:1", "app:{1}:s:x"] {
+            assert_eq!(store.token_ids_in_key(other.as_bytes()), None, "{other}");
+        }
     }
 }
