@@ -244,7 +244,40 @@ fn session_id_in(path: &str) -> Option<SessionId> {
 
 #[cfg(test)]
 mod tests {
+    use http::header::AUTHORIZATION;
+    use tower::{ServiceBuilder, ServiceExt};
+
     use super::*;
+    use crate::refresh::{NewPair, RefreshTokens};
+    use crate::{MemoryStore, TokenAuthLayer};
+
+    #[tokio::test]
+    async fn behind_the_layer_the_services_use_its_token_and_answer_json() {
+        let store = MemoryStore::new();
+        let tokens = RefreshTokens::new(store.clone());
+        let laptop = tokens.issue_pair(NewPair::new(7u64).name("laptop")).await.unwrap();
+        let other = tokens.issue_pair(NewPair::new(8u64)).await.unwrap();
+        let auth = TokenAuthLayer::new(store.clone());
+        let bearer = format!("Bearer {}", laptop.access.plain_text.expose());
+
+        let list = ServiceBuilder::new().layer(auth.clone()).service(auth.session_list_service());
+        let request = Request::get("/sessions").header(AUTHORIZATION, &bearer).body(()).unwrap();
+        let response = list.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let response = list.oneshot(Request::get("/sessions").body(()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+        let revoke = ServiceBuilder::new().layer(auth.clone()).service(auth.revoke_session_service());
+        let path = format!("/sessions/{}", other.session_id());
+        let request = Request::delete(path).header(AUTHORIZATION, &bearer).body(()).unwrap();
+        let response = revoke.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "another user's session");
+        assert!(store.find(other.access.record.id).await.unwrap().is_some());
+        let request = Request::get("/sessions/1").header(AUTHORIZATION, &bearer).body(()).unwrap();
+        let response = revoke.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[http::header::ALLOW], "DELETE");
+    }
 
     #[test]
     fn the_id_is_the_last_path_segment() {
