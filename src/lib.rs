@@ -104,6 +104,7 @@ pub use devices::{RevokeSessionService, SessionListService};
 pub use logout::{LogoutScope, LogoutService};
 pub use refresh::{NewPair, RefreshError, RefreshTokens, TokenPair};
 pub use response::Rejection;
+pub use session::NewToken;
 pub use session::{
     ExchangeOutcome, NewSecret, NewSession, RefreshExchange, SessionId, SessionLimit, SessionSummary, SessionTokens,
     Sessions,
@@ -113,7 +114,7 @@ pub use store::RedisStore;
 #[cfg(feature = "sql")]
 pub use store::SqlStore;
 pub use store::{MemoryStore, StoreError, StoreErrorKind, StoreFuture, TokenStore, TokenStoreExt};
-pub use token::{Abilities, IssuedToken, NewToken, TokenDigest, TokenId, TokenKind, TokenName, TokenRecord, UserId};
+pub use token::{Abilities, IssuedToken, TokenDigest, TokenId, TokenKind, TokenName, TokenRecord, UserId};
 
 /// Every Rust block of the README, compiled (and run unless `no_run`) as a doctest, so the README cannot
 /// rot. Only with every feature, as the README uses them all.

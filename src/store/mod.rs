@@ -43,8 +43,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::session::NewToken;
 use crate::session::{ExchangeOutcome, NewSession, RefreshExchange, SessionSummary, SessionTokens, Sessions};
-use crate::token::{IssuedToken, NewToken, PlainTextToken, TokenDigest, TokenId, TokenKind, TokenRecord, UserId};
+use crate::token::{IssuedToken, PlainTextToken, TokenDigest, TokenId, TokenKind, TokenRecord, UserId};
 
 pub use error::{StoreError, StoreErrorKind};
 pub use future::StoreFuture;
