@@ -86,21 +86,7 @@ async fn history(
         setup_faults(&instance.faults);
     }
     let report = run_history(&all, RUN_FOR, 4, faults(url.clone(), buses)).await;
-    println!(
-        "postgres {name}: {} requests ({} accepted, {} answered 503), {} after a revocation of their token, \
-         {} stale accepts; {} revocations, wait p50 {:?} p99 {:?}; cache hits {} misses {}; resets {:?}",
-        report.requests,
-        report.accepted,
-        report.unavailable,
-        report.after_revocation,
-        report.stale_accepts,
-        report.revocations,
-        report.revocation_p50,
-        report.revocation_p99,
-        report.hits(),
-        report.misses(),
-        report.stats.iter().map(|s| s.resets).collect::<Vec<_>>(),
-    );
+    println!("postgres {name}: {report}");
     drop(all);
     drop_table(&url, &table).await;
     assert!(report.revocations > 5, "{report:?}");

@@ -66,21 +66,7 @@ async fn history(
         setup(&instance.faults);
     }
     let report = run_history(&all, RUN_FOR, 4, faults).await;
-    println!(
-        "{name}: {} requests ({} accepted, {} answered 503), {} after a revocation of their token, {} stale accepts; \
-         {} revocations, wait p50 {:?} p99 {:?}; cache hits {} misses {}; resets {:?}",
-        report.requests,
-        report.accepted,
-        report.unavailable,
-        report.after_revocation,
-        report.stale_accepts,
-        report.revocations,
-        report.revocation_p50,
-        report.revocation_p99,
-        report.hits(),
-        report.misses(),
-        report.stats.iter().map(|s| s.resets).collect::<Vec<_>>(),
-    );
+    println!("{name}: {report}");
     drop(all);
     let mut conn = connection(&url).await;
     for key in scan_prefix(&mut conn, &prefix).await {

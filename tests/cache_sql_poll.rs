@@ -110,20 +110,7 @@ async fn history(
         setup_faults(&instance.faults);
     }
     let report = run_history(&all, RUN_FOR, 4, faults).await;
-    println!(
-        "{db:?} {name}: {} requests ({} accepted, {} answered 503), {} after a revocation of their token, \
-         {} stale accepts; {} revocations, wait p50 {:?} p99 {:?}; cache hits {} misses {}",
-        report.requests,
-        report.accepted,
-        report.unavailable,
-        report.after_revocation,
-        report.stale_accepts,
-        report.revocations,
-        report.revocation_p50,
-        report.revocation_p99,
-        report.hits(),
-        report.misses(),
-    );
+    println!("{db:?} {name}: {report}");
     drop(all);
     drop_table(db, &url, &table).await;
     assert!(report.revocations > 5, "{report:?}");

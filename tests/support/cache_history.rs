@@ -151,6 +151,27 @@ impl Report {
     }
 }
 
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} requests ({} accepted, {} answered 503), {} after a revocation of their token, {} stale accepts; \
+             {} revocations, wait p50 {:?} p99 {:?}; cache hits {} misses {}; resets {:?}",
+            self.requests,
+            self.accepted,
+            self.unavailable,
+            self.after_revocation,
+            self.stale_accepts,
+            self.revocations,
+            self.revocation_p50,
+            self.revocation_p99,
+            self.hits(),
+            self.misses(),
+            self.stats.iter().map(|s| s.resets).collect::<Vec<_>>(),
+        )
+    }
+}
+
 /// A token's plain text, and when its revocation returned.
 type Token = (String, Option<Duration>);
 
