@@ -382,6 +382,8 @@ pub(crate) mod record {
         refresh_exchanges => "tower_token_auth_refresh_exchanges_total", "outcome": outcome;
         refresh_reuse_detected => "tower_token_auth_refresh_reuse_detected_total";
         forbidden => "tower_token_auth_forbidden_total";
+        /// Only the SQL store skips rows it cannot read.
+        #[cfg(feature = "sql")]
         unreadable_rows_skipped => "tower_token_auth_unreadable_rows_skipped_total", "store": store;
     }
 }

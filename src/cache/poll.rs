@@ -79,7 +79,7 @@ impl PollBus {
     /// The same on SQLite (`sqlite://PATH`).
     ///
     /// # Panics
-    /// As [`mysql`](Self::mysql).
+    /// As `PollBus::mysql` (feature `mysql`).
     #[cfg(feature = "sqlite")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     pub fn sqlite(url: &str, table: &str) -> Result<Self, StoreError> {

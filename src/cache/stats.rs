@@ -56,7 +56,7 @@ impl Stats {
 /// `tower_token_auth_cache_invalidations_total`, `tower_token_auth_cache_lease_lapses_total`,
 /// `tower_token_auth_cache_resets_total`, `tower_token_auth_cache_fence_failures_total`, and the histogram
 /// `tower_token_auth_cache_revocation_wait_seconds` (all described by
-/// [`describe_metrics`](crate::observability::describe_metrics)); [`CacheStats::record_gauges`] adds the
+/// [`describe_metrics`](crate::observability::describe_metrics)); `CacheStats::record_gauges` (feature `metrics`) adds the
 /// current entries and the other counts as gauges when you call it (from your scrape handler).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]

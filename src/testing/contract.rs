@@ -158,7 +158,7 @@ where
     report
 }
 
-/// Runs every case of the contract (see the [module docs](self) for the list) on stores from `make`
+/// Runs every case of the contract (see the [module docs](crate::testing) for the list) on stores from `make`
 /// (which may return clones of one store), prints a line per case, and panics at the end listing the
 /// broken promises, if any.
 pub async fn store_contract<St, F>(make: F)
