@@ -149,6 +149,19 @@ async fn login_acknowledged(tokens: &RefreshTokens<RedisStore>) -> TokenPair {
     panic!("the replicas never acknowledged a login");
 }
 
+/// Log out everywhere, retried while the replicas do not acknowledge it in time; returns what the
+/// acknowledged attempt revoked (fewer when an unacknowledged attempt had already deleted some).
+async fn logout_acknowledged(store: &RedisStore, user: &tower_token_auth::UserId) -> u64 {
+    for _ in 0..200 {
+        match store.revoke_all_for_user(user).await {
+            Ok(revoked) => return revoked,
+            Err(e) if e.kind() == StoreErrorKind::NotAcknowledged => continue,
+            Err(e) => panic!("logout: {e}"),
+        }
+    }
+    panic!("the replicas never acknowledged a logout");
+}
+
 /// Login, replicas frozen and cut off, logout, primary killed, replicas resumed, Sentinel promotes one.
 async fn logout_across_a_failover(durable: bool) -> Outcome {
     let mut deployment = Deployment::start().await;
@@ -297,7 +310,8 @@ async fn a_sentinel_failover_under_load_answers_503_never_a_wrong_401_or_200() {
     assert!(wrong_after.is_empty(), "after the failover every answer is right: {wrong_after:?}");
     // The same store, no restart: logins and logouts work on the promoted replica. Sentinel may still
     // be reconfiguring the other replica (a resync): a write not acknowledged meanwhile is retried.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // On a loaded machine the resync can take well over ten seconds.
+    let deadline = Instant::now() + Duration::from_secs(45);
     let pair = loop {
         match tokens.issue_pair(NewPair::new(fresh_user())).await {
             Ok(pair) => break pair,
@@ -307,7 +321,18 @@ async fn a_sentinel_failover_under_load_answers_503_never_a_wrong_401_or_200() {
             Err(e) => panic!("login after the failover: {e}"),
         }
     };
-    assert_eq!(store.revoke_all_for_user(&pair.access.record.user_id).await.unwrap(), 2);
+    let revoked = loop {
+        match store.revoke_all_for_user(&pair.access.record.user_id).await {
+            Ok(revoked) => break revoked,
+            Err(e) if e.kind() == StoreErrorKind::NotAcknowledged && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("logout after the failover: {e}"),
+        }
+    };
+    // A retried logout may find the tokens already gone: the first attempt was applied, only not
+    // acknowledged in time.
+    assert!(revoked <= 2 && store.find(pair.access.record.id).await.unwrap().is_none());
 }
 
 /// A graceful `SENTINEL FAILOVER`: the old primary stays up, demoted to a replica (Sentinel closes its
@@ -322,7 +347,7 @@ async fn a_primary_demoted_by_sentinel_is_left_for_the_promoted_replica() {
     // Every replica: a write is acknowledged only while both follow the primary that took it.
     let store = RedisStore::connect(&deployment.url()).await.unwrap().wait_for_replicas(2, Duration::from_secs(1));
     let tokens = RefreshTokens::new(store.clone());
-    let before = tokens.issue_pair(NewPair::new(fresh_user())).await.unwrap();
+    let before = login_acknowledged(&tokens).await;
     let old = format!("127.0.0.1:{}", deployment.primary.port);
     let mut sentinel = support::redis::connection(&deployment.sentinel.url()).await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -371,7 +396,7 @@ async fn a_primary_demoted_by_sentinel_is_left_for_the_promoted_replica() {
     );
     println!("graceful failover: {unavailable} failed logins before the store found the new primary");
     for pair in [&before, &after] {
-        assert_eq!(store.revoke_all_for_user(&pair.access.record.user_id).await.unwrap(), 2, "written on the primary");
+        assert!(logout_acknowledged(&store, &pair.access.record.user_id).await <= 2, "written on the primary");
         assert!(store.find(pair.access.record.id).await.unwrap().is_none());
     }
 }
@@ -405,13 +430,13 @@ async fn the_cost_of_waiting_for_a_replica_per_logout_is_measured() {
         let tokens = RefreshTokens::new(store.clone());
         let mut users = Vec::new();
         for _ in 0..rounds {
-            let pair = tokens.issue_pair(NewPair::new(fresh_user())).await.unwrap();
+            let pair = login_acknowledged(&tokens).await;
             users.push(pair.access.record.user_id.clone());
         }
         let mut took = Vec::with_capacity(rounds);
         for user in &users {
             let started = Instant::now();
-            assert_eq!(store.revoke_all_for_user(user).await.unwrap(), 2);
+            assert!(logout_acknowledged(store, user).await <= 2);
             took.push(started.elapsed());
         }
         took.sort();
