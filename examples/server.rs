@@ -91,8 +91,8 @@ Tokens live in --store:
   mysql://USER[:PASS]@HOST/DB             the same on MySQL/MariaDB (--features mysql)
   sqlite://PATH  or  sqlite::memory:      the same on SQLite; the file is created if missing (--features sqlite)
 
---cache keeps hot tokens in this instance's memory, in front of the store (memory://, a single
-Redis primary, PostgreSQL, MySQL/MariaDB, SQLite), and keeps logout immediate on every instance: a revocation waits about
+--cache keeps hot tokens in this instance's memory, in front of the store (memory://, Redis: one
+server, Sentinel or Cluster, PostgreSQL, MySQL/MariaDB, SQLite), and keeps logout immediate on every instance: a revocation waits about
 --cache-lease-ms before it answers.";
 
 /// The command line.
@@ -721,9 +721,7 @@ async fn redis_store(
     // The wait is bounded by the command timeout too (3 s by default).
     let store = store.wait_for_replicas(replicas, timeout);
     let Some(config) = cache else { return Ok(Arc::new(store)) };
-    if store.is_cluster() || url.starts_with("redis-sentinel") {
-        return Err("--cache supports a single Redis primary (redis://), not Redis Cluster or Sentinel (yet)".into());
-    }
+    // One server, Sentinel's primary, or every primary of a cluster: the bus follows the deployment.
     let bus = tower_token_auth::cache::redis::RedisBus::new(url, &store)?;
     Ok(Arc::new(CachedStore::new(store, bus, config)))
 }

@@ -16,8 +16,7 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -34,6 +33,9 @@ use support::faults::serve_api;
 use support::http::{client, send};
 use support::load::{Load, Sample};
 use support::redis::{connection, scan_prefix, unique_prefix, url_from_env};
+use support::redis_cluster::{
+    cluster_nodes, keyslot, master_of, migrate_slot, replica_of, try_master_of, PrivateCluster,
+};
 
 /// Prints the causes of 503s (the layer logs store errors as warnings).
 fn log_store_errors() {
@@ -43,60 +45,6 @@ fn log_store_errors() {
 fn cluster_url() -> Option<String> {
     log_store_errors();
     url_from_env("TOWER_TOKEN_AUTH_REDIS_CLUSTER_URL")
-}
-
-/// `(address, id, is master, slots)` of every node, from `CLUSTER NODES`.
-async fn cluster_nodes(seeds: &str) -> Vec<(String, String, bool, String)> {
-    for seed in seeds.split(',') {
-        let Ok(client) = redis::Client::open(seed) else { continue };
-        let Ok(mut conn) = client.get_multiplexed_async_connection().await else { continue };
-        let Ok(text) = redis::cmd("CLUSTER").arg("NODES").query_async::<String>(&mut conn).await else { continue };
-        return text
-            .lines()
-            .filter(|l| !l.contains("fail") && !l.contains("noaddr"))
-            .map(|line| {
-                let parts: Vec<&str> = line.split(' ').collect();
-                let address = parts[1].split('@').next().unwrap().to_owned();
-                let slots = parts.get(8..).map(|s| s.join(" ")).unwrap_or_default();
-                (address, parts[0].to_owned(), parts[2].contains("master"), slots)
-            })
-            .collect();
-    }
-    panic!("no node of {seeds} answers")
-}
-
-/// The address of the master serving `slot` (waiting out a topology change, at most 10 s).
-async fn master_of(seeds: &str, slot: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(master) = try_master_of(seeds, slot).await {
-            return master;
-        }
-        assert!(Instant::now() < deadline, "no master serves slot {slot}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn try_master_of(seeds: &str, slot: u16) -> Option<String> {
-    for (address, _, master, slots) in cluster_nodes(seeds).await {
-        if !master {
-            continue;
-        }
-        for range in slots.split(' ').filter(|r| !r.starts_with('[')) {
-            let (from, to) = range.split_once('-').unwrap_or((range, range));
-            if let (Ok(from), Ok(to)) = (from.parse::<u16>(), to.parse::<u16>()) {
-                if (from..=to).contains(&slot) {
-                    return Some(address);
-                }
-            }
-        }
-    }
-    None
-}
-
-async fn keyslot(seeds: &str, key: &str) -> u16 {
-    let mut conn = connection(seeds.split(',').next().unwrap()).await;
-    redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query_async(&mut conn).await.unwrap()
 }
 
 /// The hash slot of a user's keys (their bucket's tag).
@@ -342,61 +290,6 @@ async fn a_user_with_many_sessions_logs_out_completely_while_they_refresh() {
 // ---------------------------------------------------------------------------------------------------
 // A private cluster: slot migration and failover
 
-/// A cluster of six nodes started with `scripts/redis-cluster.sh` on free ports, stopped when dropped.
-struct PrivateCluster {
-    base: u16,
-    dir: String,
-    seeds: String,
-}
-
-impl PrivateCluster {
-    /// Starts on the first six free ports (and their cluster bus ports) from `from` up: tests that run
-    /// at once start from different ports.
-    fn start(from: u16) -> Option<Self> {
-        Self::start_in(from..from + 400)
-    }
-
-    /// Like [`start`](Self::start), with every port (not counting bus ports) within `ports`.
-    fn start_in(ports: std::ops::Range<u16>) -> Option<Self> {
-        if Command::new("redis-server").arg("--version").output().is_err() {
-            println!("skipped: redis-server is not on PATH");
-            return None;
-        }
-        let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
-        let base = (ports.start..ports.end.saturating_sub(5))
-            .step_by(10)
-            .find(|&base| (base..base + 6).all(|p| free(p) && free(p + 10_000)))
-            .expect("six free ports for a private cluster");
-        let dir = format!("{}/tta-private-cluster-{}-{base}", std::env::temp_dir().display(), std::process::id());
-        let output = Command::new(script())
-            .args(["start", &base.to_string()])
-            .env("REDIS_CLUSTER_DIR", &dir)
-            .output()
-            .expect("scripts/redis-cluster.sh runs");
-        let cluster = Self { base, dir, seeds: String::from_utf8(output.stdout).unwrap().trim().to_owned() };
-        assert!(output.status.success(), "private cluster: {}", String::from_utf8_lossy(&output.stderr));
-        Some(cluster)
-    }
-
-    /// The pid of the node at `address`, which this test started.
-    async fn pid(&self, address: &str) -> u32 {
-        let mut conn = connection(&format!("redis://{address}")).await;
-        let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.unwrap();
-        info.lines().find_map(|l| l.strip_prefix("process_id:")).unwrap().trim().parse().unwrap()
-    }
-}
-
-impl Drop for PrivateCluster {
-    fn drop(&mut self) {
-        let _ =
-            Command::new(script()).args(["stop", &self.base.to_string()]).env("REDIS_CLUSTER_DIR", &self.dir).output();
-    }
-}
-
-fn script() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/redis-cluster.sh")
-}
-
 /// Waits until the master of each of `users` has its replica in sync: a fresh cluster's replicas may
 /// still be in their first sync, and a store waiting for replicas would answer "not acknowledged".
 async fn replicas_in_sync(users: &[(UserId, u16, String)]) {
@@ -476,40 +369,7 @@ async fn a_slot_migrated_under_load_is_followed_transparently() {
 
     // Move the slot from its master to another one, key by key, as `redis-cli --cluster reshard` does.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let ids: HashMap<String, String> =
-        cluster_nodes(&seeds).await.into_iter().map(|(address, id, _, _)| (address, id)).collect();
-    let (mut from, mut to) =
-        (connection(&format!("redis://{source}")).await, connection(&format!("redis://{target}")).await);
-    let setslot = |state: &str, id: &str| {
-        let mut cmd = redis::cmd("CLUSTER");
-        cmd.arg("SETSLOT").arg(slot).arg(state).arg(id);
-        cmd
-    };
-    let _: () = setslot("IMPORTING", &ids[&source]).query_async(&mut to).await.unwrap();
-    let _: () = setslot("MIGRATING", &ids[&target]).query_async(&mut from).await.unwrap();
-    let (host, port) = target.split_once(':').unwrap();
-    // Ten keys per MIGRATE with a pause between batches, as `redis-cli --cluster reshard` does (minus
-    // the pause), so requests meet a slot whose keys are split between the two masters (ASK).
-    let mut moved = 0;
-    loop {
-        let keys: Vec<String> =
-            redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot).arg(10).query_async(&mut from).await.unwrap();
-        if keys.is_empty() {
-            break;
-        }
-        let mut migrate = redis::cmd("MIGRATE");
-        migrate.arg(host).arg(port).arg("").arg(0).arg(5000).arg("KEYS").arg(&keys);
-        let _: redis::Value = migrate.query_async(&mut from).await.unwrap();
-        moved += keys.len();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // The new owner first, then the old one, then every other master (replicas refuse SETSLOT).
-    let mut order = vec![target.clone(), source.clone()];
-    order.extend(ids.keys().filter(|a| **a != target && **a != source).cloned());
-    for address in order {
-        let mut conn = connection(&format!("redis://{address}")).await;
-        let _: redis::RedisResult<()> = setslot("NODE", &ids[&target]).query_async(&mut conn).await;
-    }
+    let moved = migrate_slot(&seeds, slot, &source, &target, Duration::from_millis(20)).await;
     let migrated_at = Instant::now();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (ok, failed) = writes.await.unwrap();
@@ -562,9 +422,10 @@ async fn a_master_killed_under_load_is_503_until_its_replica_takes_over() {
         bearers.push(format!("Bearer {}", revoked.access.plain_text.expose()));
     }
     // Replicate every write before the kill: asynchronous replication loses what is not replicated yet.
+    // A fresh cluster's replica may still be in its first sync on a loaded machine: up to 20 s.
     for (_, _, master) in &users {
         let mut conn = connection(&format!("redis://{master}")).await;
-        let replicas: i64 = redis::cmd("WAIT").arg(1).arg(5000).query_async(&mut conn).await.unwrap();
+        let replicas: i64 = redis::cmd("WAIT").arg(1).arg(20_000).query_async(&mut conn).await.unwrap();
         assert_eq!(replicas, 1, "{master} has a replica in sync");
     }
     let api = serve_api(TokenAuthLayer::new(store.clone()).lookup_timeout(Some(Duration::from_secs(1)))).await;
@@ -629,18 +490,6 @@ async fn a_master_killed_under_load_is_503_until_its_replica_takes_over() {
 
 // ---------------------------------------------------------------------------------------------------
 // Durable revocations: a logout against a failover
-
-/// The address of the replica of the master at `master`, from `CLUSTER NODES`.
-async fn replica_of(seeds: &str, master: &str) -> String {
-    let master_id = cluster_nodes(seeds).await.into_iter().find(|(a, ..)| a == master).unwrap().1;
-    let mut conn = connection(&format!("redis://{master}")).await;
-    let text: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn).await.unwrap();
-    text.lines()
-        .map(|l| l.split(' ').collect::<Vec<_>>())
-        .find(|parts| parts[2].contains("slave") && parts[3] == master_id && !parts[2].contains("fail"))
-        .map(|parts| parts[1].split('@').next().unwrap().to_owned())
-        .unwrap_or_else(|| panic!("{master} has no replica"))
-}
 
 fn signal(name: &str, pid: u32) {
     assert!(Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status().unwrap().success());

@@ -32,76 +32,15 @@ use support::faults::serve_api;
 use support::http::{client, send};
 use support::load::{Load, Sample};
 use support::redis::url_from_env;
-use support::redis_processes::{redis_server_available, sentinel_master, RedisProcess};
+use support::redis_processes::{
+    redis_server_available, sentinel_master, RedisProcess, SentinelDeployment as Deployment, SENTINEL_MASTER as MASTER,
+};
 
-const MASTER: &str = "tta-primary";
 const LOGOUT: &str = "/api/v1/auth/logout";
 
 fn enabled() -> bool {
     let _ = tracing_subscriber::fmt().with_env_filter("tower_token_auth=warn").with_test_writer().try_init();
     url_from_env("TOWER_TOKEN_AUTH_REDIS_URL").is_some() && redis_server_available()
-}
-
-/// A primary, two replicas in sync, and a Sentinel that knows all three.
-struct Deployment {
-    primary: RedisProcess,
-    replicas: [RedisProcess; 2],
-    sentinel: RedisProcess,
-}
-
-impl Deployment {
-    async fn start() -> Self {
-        let primary = RedisProcess::primary();
-        let replicas = [RedisProcess::replica_of(&primary), RedisProcess::replica_of(&primary)];
-        primary.wait_for_replicas(2).await;
-        // Started after the replicas are attached, so its first `INFO` of the primary finds them.
-        let sentinel = RedisProcess::sentinel(MASTER, &primary);
-        let deployment = Self { primary, replicas, sentinel };
-        deployment.wait_until_sentinel_knows_the_replicas().await;
-        deployment
-    }
-
-    fn url(&self) -> String {
-        format!("redis-sentinel://127.0.0.1:{}/{MASTER}/0", self.sentinel.port)
-    }
-
-    async fn wait_until_sentinel_knows_the_replicas(&self) {
-        let mut conn = support::redis::connection(&self.sentinel.url()).await;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let replicas: Vec<redis::Value> =
-                redis::cmd("SENTINEL").arg("REPLICAS").arg(MASTER).query_async(&mut conn).await.unwrap();
-            if replicas.len() == 2 {
-                return;
-            }
-            assert!(Instant::now() < deadline, "Sentinel did not discover the replicas");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// The replica Sentinel promoted.
-    async fn promoted(&self) -> &RedisProcess {
-        let master = sentinel_master(&self.sentinel, MASTER).await.expect("a primary");
-        self.replicas.iter().find(|r| master.ends_with(&format!(":{}", r.port))).expect("a promoted replica")
-    }
-
-    /// Kills the primary and waits until Sentinel names another one (at most 30 s). Returns when.
-    async fn fail_over(&mut self) -> Instant {
-        let old = format!("127.0.0.1:{}", self.primary.port);
-        self.primary.kill();
-        let killed_at = Instant::now();
-        for replica in &self.replicas {
-            replica.resume(); // no-op unless frozen
-        }
-        let deadline = killed_at + Duration::from_secs(30);
-        loop {
-            if sentinel_master(&self.sentinel, MASTER).await.is_some_and(|m| m != old) {
-                return killed_at;
-            }
-            assert!(Instant::now() < deadline, "Sentinel did not promote a replica: {}", self.sentinel.log());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
 }
 
 fn bearer(pair_token: &tower_token_auth::IssuedToken) -> String {

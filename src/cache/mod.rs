@@ -401,7 +401,9 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
     fn revoke_sessions(&self, user_id: &UserId, sessions: Sessions) -> StoreFuture<u64> {
         let user = user_id.clone();
         let call = self.inner.revoke_sessions(user_id, sessions);
-        self.revoking(call, move |state, _| state.evict_user(&user), |&count| count > 0)
+        // Waits even when it found nothing to revoke: an earlier call that failed (a timeout) may have
+        // committed the revocation, and this one's success must still mean "no instance accepts it".
+        self.revoking(call, move |state, _| state.evict_user(&user), |_| true)
     }
 
     fn prune_expired(&self, expired_before: SystemTime, created_before: Option<SystemTime>) -> StoreFuture<u64> {

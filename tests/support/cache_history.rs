@@ -136,6 +136,8 @@ pub struct Report {
     /// Of those, the ones answered 200: must be 0.
     pub stale_accepts: usize,
     pub revocations: usize,
+    /// Revocation attempts that failed (and were tried again).
+    pub revocation_errors: usize,
     pub revocation_p50: Duration,
     pub revocation_p99: Duration,
     pub stats: Vec<CacheStats>,
@@ -156,13 +158,14 @@ impl std::fmt::Display for Report {
         write!(
             f,
             "{} requests ({} accepted, {} answered 503), {} after a revocation of their token, {} stale accepts; \
-             {} revocations, wait p50 {:?} p99 {:?}; cache hits {} misses {}; resets {:?}",
+             {} revocations ({} failed attempts retried), wait p50 {:?} p99 {:?}; cache hits {} misses {}; resets {:?}",
             self.requests,
             self.accepted,
             self.unavailable,
             self.after_revocation,
             self.stale_accepts,
             self.revocations,
+            self.revocation_errors,
             self.revocation_p50,
             self.revocation_p99,
             self.hits(),
@@ -193,11 +196,19 @@ pub async fn run_history<S: TokenStore + Clone>(
     let user_base = tower_token_auth::testing::fresh_user().as_u64().unwrap() % 1_000_000_000_000 * 1_000_000;
     // Token i belongs to user `user_base + i`, alone; its plain text, and when its revocation returned.
     let tokens: Arc<Mutex<Vec<Token>>> = Arc::default();
+    // A login that fails (a store answering 503 through a failover) is tried again.
     let issue = |store: &CachedStore<S>, i: usize| {
         let store = store.clone();
         async move {
-            let new = NewToken::access(user_base + i as u64).session_limit(SessionLimit::unlimited());
-            store.issue(new).await.unwrap().plain_text.expose().to_owned()
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let new = NewToken::access(user_base + i as u64).session_limit(SessionLimit::unlimited());
+                match store.issue(new).await {
+                    Ok(issued) => return issued.plain_text.expose().to_owned(),
+                    Err(error) => assert!(Instant::now() < deadline, "logins fail for a minute: {error}"),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     };
     for i in 0..LIVE {
@@ -248,6 +259,7 @@ pub async fn run_history<S: TokenStore + Clone>(
 
     // The revoker: a random live token, revoked through a random instance, replaced by a new one.
     let mut durations = Vec::new();
+    let mut revocation_errors = 0;
     let mut seed = 7u64;
     let deadline = Instant::now() + run_for;
     while Instant::now() < deadline {
@@ -257,18 +269,42 @@ pub async fn run_history<S: TokenStore + Clone>(
         let slot = r % LIVE;
         let token = live.lock().unwrap()[slot];
         let instance = &instances[r / LIVE % instances.len()].cache;
-        let start = Instant::now();
-        let revoked = instance.revoke_all_for_user(&UserId::from(user_base + token as u64)).await.unwrap();
-        assert_eq!(revoked, 1);
-        durations.push(start.elapsed());
-        let returned = clock.elapsed();
-        let next = tokens.lock().unwrap().len();
-        let plain = issue(&instances[r % instances.len()].cache, next).await;
-        {
+        // A revocation that fails (503 through a failover) is tried again until one answers: only an
+        // answered revocation counts. A retry may find nothing left if the failed call committed.
+        let mut failed = 0;
+        let returned = loop {
+            let start = Instant::now();
+            match instance.revoke_all_for_user(&UserId::from(user_base + token as u64)).await {
+                Ok(revoked) => {
+                    assert!(revoked == 1 || failed > 0 && revoked == 0, "revoked {revoked} tokens");
+                    durations.push(start.elapsed());
+                    break clock.elapsed();
+                }
+                Err(error) => {
+                    failed += 1;
+                    revocation_errors += 1;
+                    assert!(failed < 1200, "revocations fail for a minute: {error}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        tokens.lock().unwrap()[token].1 = Some(returned);
+        // The replacement: a new user; one whose keys live on a primary that is down (a failover) is
+        // skipped, so that revocations go on meanwhile.
+        let next = loop {
+            let next = tokens.lock().unwrap().len();
+            let store = &instances[r % instances.len()].cache;
+            let new = NewToken::access(user_base + next as u64).session_limit(SessionLimit::unlimited());
+            let issued = store.issue(new).await;
             let mut tokens = tokens.lock().unwrap();
-            tokens[token].1 = Some(returned);
-            tokens.push((plain, None));
-        }
+            match issued {
+                Ok(issued) => {
+                    tokens.push((issued.plain_text.expose().to_owned(), None));
+                    break next;
+                }
+                Err(_) => tokens.push((format!("{next}|never-issued"), None)),
+            }
+        };
         live.lock().unwrap()[slot] = next;
     }
     stop.store(true, Ordering::Relaxed);
@@ -287,7 +323,7 @@ pub async fn run_history<S: TokenStore + Clone>(
         histories.push(worker.await.unwrap());
     }
     let tokens = tokens.lock().unwrap();
-    let mut report = Report { revocations: durations.len(), ..Report::default() };
+    let mut report = Report { revocations: durations.len(), revocation_errors, ..Report::default() };
     for history in histories {
         for event in history {
             report.requests += 1;

@@ -194,3 +194,68 @@ pub async fn sentinel_master(sentinel: &RedisProcess, master: &str) -> Option<St
         redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(master).query_async(&mut conn).await.ok()?;
     addr.map(|(host, port)| format!("{host}:{port}"))
 }
+
+/// The master name the Sentinel of a [`SentinelDeployment`] watches.
+pub const SENTINEL_MASTER: &str = "tta-primary";
+
+/// A primary, two replicas in sync, and a Sentinel that knows all three.
+pub struct SentinelDeployment {
+    pub primary: RedisProcess,
+    pub replicas: [RedisProcess; 2],
+    pub sentinel: RedisProcess,
+}
+
+impl SentinelDeployment {
+    pub async fn start() -> Self {
+        let primary = RedisProcess::primary();
+        let replicas = [RedisProcess::replica_of(&primary), RedisProcess::replica_of(&primary)];
+        primary.wait_for_replicas(2).await;
+        // Started after the replicas are attached, so its first `INFO` of the primary finds them.
+        let sentinel = RedisProcess::sentinel(SENTINEL_MASTER, &primary);
+        let deployment = Self { primary, replicas, sentinel };
+        deployment.wait_until_sentinel_knows_the_replicas().await;
+        deployment
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis-sentinel://127.0.0.1:{}/{SENTINEL_MASTER}/0", self.sentinel.port)
+    }
+
+    pub async fn wait_until_sentinel_knows_the_replicas(&self) {
+        let mut conn = super::redis::connection(&self.sentinel.url()).await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let replicas: Vec<redis::Value> =
+                redis::cmd("SENTINEL").arg("REPLICAS").arg(SENTINEL_MASTER).query_async(&mut conn).await.unwrap();
+            if replicas.len() == 2 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "Sentinel did not discover the replicas");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The replica Sentinel promoted.
+    pub async fn promoted(&self) -> &RedisProcess {
+        let master = sentinel_master(&self.sentinel, SENTINEL_MASTER).await.expect("a primary");
+        self.replicas.iter().find(|r| master.ends_with(&format!(":{}", r.port))).expect("a promoted replica")
+    }
+
+    /// Kills the primary and waits until Sentinel names another one (at most 30 s). Returns when.
+    pub async fn fail_over(&mut self) -> Instant {
+        let old = format!("127.0.0.1:{}", self.primary.port);
+        self.primary.kill();
+        let killed_at = Instant::now();
+        for replica in &self.replicas {
+            replica.resume(); // no-op unless frozen
+        }
+        let deadline = killed_at + Duration::from_secs(30);
+        loop {
+            if sentinel_master(&self.sentinel, SENTINEL_MASTER).await.is_some_and(|m| m != old) {
+                return killed_at;
+            }
+            assert!(Instant::now() < deadline, "Sentinel did not promote a replica: {}", self.sentinel.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -673,6 +673,18 @@ impl RedisStore {
     }
 }
 
+/// A resolver of the primary named by a `redis-sentinel://` URL, whose clients speak RESP3 (the
+/// cache's tracking connection).
+pub(crate) fn sentinel_resolver_resp3(url: &str) -> Result<redis::sentinel::SentinelClient, StoreError> {
+    let url = SentinelUrl::parse(url)?;
+    url.client_builder()?.set_client_to_redis_protocol(redis::ProtocolVersion::RESP3).build().map_err(map_error)
+}
+
+/// Whether `url` names Sentinels (`redis-sentinel://`).
+pub(crate) fn is_sentinel_url(url: &str) -> bool {
+    url.starts_with(sentinel::SCHEME)
+}
+
 impl RedisStore {
     /// The key prefix, which the cache's bus tracks (`CLIENT TRACKING ... BCAST PREFIX`).
     pub(crate) fn tracked_prefix(&self) -> &str {

@@ -70,6 +70,23 @@ impl SentinelUrl {
     }
 }
 
+impl SentinelUrl {
+    /// A resolver of the primary: its clients connect with the URL's database and credentials.
+    pub(super) fn client_builder(&self) -> Result<SentinelClientBuilder, StoreError> {
+        let sentinels = self.sentinels.iter().map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
+        let mut builder = SentinelClientBuilder::new(sentinels, &self.master, SentinelServerType::Master)
+            .map_err(super::map_error)?
+            .set_client_to_redis_db(self.db);
+        if let Some(username) = &self.username {
+            builder = builder.set_client_to_redis_username(username);
+        }
+        if let Some(password) = &self.password {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        Ok(builder)
+    }
+}
+
 /// A connection to the current primary, shared by clones. See the [module docs](self).
 #[derive(Clone)]
 pub(super) struct SentinelConnection {
@@ -95,17 +112,7 @@ struct Current {
 impl SentinelConnection {
     /// A connection that asks Sentinel for the primary on first use.
     pub(super) fn lazy(url: &SentinelUrl, timeout: Duration) -> Result<Self, StoreError> {
-        let sentinels = url.sentinels.iter().map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
-        let mut builder = SentinelClientBuilder::new(sentinels, &url.master, SentinelServerType::Master)
-            .map_err(super::map_error)?
-            .set_client_to_redis_db(url.db);
-        if let Some(username) = &url.username {
-            builder = builder.set_client_to_redis_username(username);
-        }
-        if let Some(password) = &url.password {
-            builder = builder.set_client_to_redis_password(password);
-        }
-        let client = builder.build().map_err(super::map_error)?;
+        let client = url.client_builder()?.build().map_err(super::map_error)?;
         // No response timeout of redis-rs's own: `request` bounds each request and then drops the
         // connection.
         let config = AsyncConnectionConfig::new().set_connection_timeout(Some(timeout)).set_response_timeout(None);

@@ -1,0 +1,142 @@
+//! `CachedStore` over Redis Sentinel, with real failovers: the history checker (see
+//! `support/cache_history.rs`) with three instances, each with its own Sentinel-resolved store
+//! connection (waiting for a replica, so that no acknowledged revocation is lost in a failover), its
+//! own `RedisBus` and its own cache, while the primary is killed (`SIGKILL`) and Sentinel promotes a
+//! replica, and then Sentinel fails over gracefully to the last replica (the old primary stays up,
+//! demoted to a replica: the bus's `ROLE` fence must notice). Requests may be answered `503` meanwhile; a revoked token must
+//! never be accepted, and every bus must follow the promoted replica.
+//!
+//! Needs `redis-server` and `TOWER_TOKEN_AUTH_REDIS_URL` set, like the other Sentinel tests (private
+//! processes on ports 7400-7459); otherwise it prints `skipped:` and passes.
+
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tower_token_auth::cache::redis::RedisBus;
+use tower_token_auth::cache::{CacheConfig, CachedStore};
+use tower_token_auth::store::redis::RedisStore;
+
+use support::cache_history::{run_history, FaultTask, Faults, FaultyBus, Instance};
+use support::redis::{connection, url_from_env};
+use support::redis_processes::{redis_server_available, sentinel_master, SentinelDeployment, SENTINEL_MASTER};
+
+fn enabled() -> bool {
+    let _ = tracing_subscriber::fmt().with_env_filter("tower_token_auth=error").with_test_writer().try_init();
+    url_from_env("TOWER_TOKEN_AUTH_REDIS_URL").is_some() && redis_server_available()
+}
+
+/// When (since the run started) the failovers completed.
+#[derive(Debug, Default)]
+struct Done {
+    killed: Option<Duration>,
+    promoted_after_kill: Option<Duration>,
+    demoted: Option<Duration>,
+}
+
+async fn wait_for_new_primary(sentinel: &str, old: &str, deadline: Instant) -> String {
+    let mut conn = connection(sentinel).await;
+    loop {
+        let named: redis::RedisResult<Vec<String>> =
+            redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(SENTINEL_MASTER).query_async(&mut conn).await;
+        if let Ok([host, port]) = named.as_deref() {
+            let now = format!("{host}:{port}");
+            if now != old {
+                return now;
+            }
+        }
+        assert!(Instant::now() < deadline, "Sentinel did not promote a replica");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// After 1.5 s the primary is killed; 1.5 s after a replica took over, a graceful
+/// `SENTINEL FAILOVER` hands over to the last replica (the promoted one is demoted, not killed).
+///
+/// In this order no acknowledged write can be lost with `wait_for_replicas(1)`: the kill leaves the
+/// replica that acknowledged a write at least as up to date as the other, and Sentinel promotes the
+/// most up to date; `SENTINEL FAILOVER` does not stop the old primary's writes before it promotes,
+/// but with one replica left, the promoted one, no write can be acknowledged in that window.
+fn fail_over_twice(sentinel: String, first: String, done: Arc<Mutex<Done>>) -> FaultTask {
+    let clock = Instant::now();
+    Box::new(move |_faults| {
+        Box::pin(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let mut victim = connection(&format!("redis://{first}")).await;
+            let info: String = redis::cmd("INFO").arg("server").query_async(&mut victim).await.unwrap();
+            let pid: u32 = info.lines().find_map(|l| l.strip_prefix("process_id:")).unwrap().trim().parse().unwrap();
+            assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+            done.lock().unwrap().killed = Some(clock.elapsed());
+            let second = wait_for_new_primary(&sentinel, &first, deadline).await;
+            done.lock().unwrap().promoted_after_kill = Some(clock.elapsed());
+
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let mut conn = connection(&sentinel).await;
+            // `NOGOODSLAVE` until Sentinel has heard from the remaining replica following `second`.
+            while redis::cmd("SENTINEL")
+                .arg("FAILOVER")
+                .arg(SENTINEL_MASTER)
+                .query_async::<()>(&mut conn)
+                .await
+                .is_err()
+            {
+                assert!(Instant::now() < deadline, "SENTINEL FAILOVER was refused for a minute");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            wait_for_new_primary(&sentinel, &second, deadline).await;
+            done.lock().unwrap().demoted = Some(clock.elapsed());
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_stale_accepts_through_a_graceful_and_a_forced_sentinel_failover() {
+    if !enabled() {
+        return;
+    }
+    let deployment = SentinelDeployment::start().await;
+    let url = deployment.url();
+    let name = format!("tta-test-cache-sentinel-{}", std::process::id());
+    let mut all = Vec::new();
+    for n in 0..3 {
+        let store = RedisStore::connect(&url)
+            .await
+            .unwrap()
+            .command_timeout(Duration::from_millis(500))
+            .wait_for_replicas(1, Duration::from_millis(300));
+        let bus = RedisBus::new(&url, &store).unwrap().client_name(&format!("{name}-{n}"));
+        let faults = Arc::new(Faults::default());
+        let cache = CachedStore::new(store, FaultyBus { inner: bus, faults: faults.clone() }, CacheConfig::default());
+        all.push(Instance { cache, faults });
+    }
+    let leases = |all: &[Instance<RedisStore>]| all.iter().all(|i| i.cache.lease_is_fresh());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !leases(&all) {
+        assert!(Instant::now() < deadline, "the caches never got a lease");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let first = sentinel_master(&deployment.sentinel, SENTINEL_MASTER).await.expect("a primary");
+    let done = Arc::new(Mutex::new(Done::default()));
+    let faults = fail_over_twice(deployment.sentinel.url(), first, done.clone());
+    let report = run_history(&all, Duration::from_secs(20), 4, Some(faults)).await;
+    let done = std::mem::take(&mut *done.lock().unwrap());
+    println!("{name}: {report}; faults: {done:?}");
+    assert_eq!(report.stale_accepts, 0, "{report:?}");
+    assert!(report.revocations > 20, "{report:?}");
+    assert!(report.after_revocation > 100, "the history must test revoked tokens: {report:?}");
+    assert!(report.hits() > report.requests as u64 / 10, "the history must test the cache: {report:?}");
+    assert!(done.demoted.is_some() && done.promoted_after_kill.is_some(), "both failovers happened: {done:?}");
+    assert!(report.stats.iter().all(|s| s.resets >= 2), "every bus subscribed again: {report:?}");
+    // Every bus follows the promoted replica: hits resume everywhere.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !leases(&all) {
+        assert!(Instant::now() < deadline, "a cache has no lease 30 s after the failovers");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
