@@ -11,6 +11,10 @@
 //!   `revoke_all_for_user` on one instance while the token is hot in all three. Nothing here asserts a
 //!   time.
 //!
+//! - With `TOWER_TOKEN_AUTH_REDIS_CLUSTER_URL` (the seed list) also set, the interleaved loops include
+//!   the cached and uncached store on Redis Cluster (the bus then fences every primary), and the
+//!   revocation latency is measured there too.
+//!
 //! Keys live under a prefix of their own (`tta-bench-cache-{pid}:`) and are deleted afterwards.
 
 use std::time::{Duration, Instant};
@@ -111,13 +115,28 @@ fn main() {
     }
     c.final_summary();
 
+    let cluster_url = std::env::var("TOWER_TOKEN_AUTH_REDIS_CLUSTER_URL").ok().filter(|u| !u.is_empty());
     rt.block_on(async {
-        let (mut m, mut cr, mut r) = (Vec::new(), Vec::new(), Vec::new());
+        let cluster = match &cluster_url {
+            Some(seeds) => {
+                let cached_cluster = cached(seeds, &prefix).await;
+                let cached_cluster_token = issue(cached_cluster.get_ref()).await;
+                let plain_cluster = RedisStore::connect(seeds).await.unwrap().key_prefix(&prefix);
+                let plain_cluster_token = issue(&plain_cluster).await;
+                Some((cached_cluster, cached_cluster_token, plain_cluster, plain_cluster_token))
+            }
+            None => None,
+        };
+        let (mut m, mut cr, mut r, mut cc, mut pc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let before = cached_store.stats();
         for _ in 0..ROUNDS {
             m.push(loop_for(&memory, &memory_token, ROUND_MS).await);
             cr.push(loop_for(&cached_store, &cached_token, ROUND_MS).await);
             r.push(loop_for(&plain, &plain_token, ROUND_MS).await);
+            if let Some((cached_cluster, cached_cluster_token, plain_cluster, plain_cluster_token)) = &cluster {
+                cc.push(loop_for(cached_cluster, cached_cluster_token, ROUND_MS).await);
+                pc.push(loop_for(plain_cluster, plain_cluster_token, ROUND_MS).await);
+            }
         }
         let after = cached_store.stats();
         let (m, cr, r) = (median(m), median(cr), median(r));
@@ -127,6 +146,11 @@ fn main() {
         println!("  layer over MemoryStore:              {m:>10.0} req/s");
         println!("  layer over CachedStore<RedisStore>:  {cr:>10.0} req/s  = {:.3}x memory", cr / m);
         println!("  layer over RedisStore (uncached):    {r:>10.0} req/s  = {:.3}x memory", r / m);
+        if cluster.is_some() {
+            let (cc, pc) = (median(cc), median(pc));
+            println!("  the same, cached, on Redis Cluster:  {cc:>10.0} req/s  = {:.3}x memory", cc / m);
+            println!("  uncached on Redis Cluster:           {pc:>10.0} req/s  = {:.3}x memory", pc / m);
+        }
         let lookups = (after.hits + after.misses) - (before.hits + before.misses);
         let reads = after.misses - before.misses;
         println!(
@@ -134,8 +158,29 @@ fn main() {
             reads as f64 * 100.0 / lookups as f64
         );
 
-        // Revocation latency with three instances, the token hot in all three.
-        let instances = [cached(&url, &prefix).await, cached(&url, &prefix).await, cached(&url, &prefix).await];
+        revocation_latency("", &url, &prefix).await;
+        if let Some(seeds) = &cluster_url {
+            revocation_latency(" on Redis Cluster", seeds, &prefix).await;
+        }
+
+        let mut conn = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap();
+        for key in keys {
+            let _: () = redis::cmd("DEL").arg(key).query_async(&mut conn).await.unwrap();
+        }
+        if let Some(seeds) = &cluster_url {
+            // Every key this benchmark wrote on the cluster: the users' sessions were revoked; the
+            // two hot tokens are revoked here (the store deletes what it revokes).
+            let store = RedisStore::connect(seeds).await.unwrap().key_prefix(&prefix);
+            store.revoke_all_for_user(&7u64.into()).await.unwrap();
+        }
+    });
+}
+
+/// Revocation latency with three instances, the token hot in all three.
+async fn revocation_latency(label: &str, url: &str, prefix: &str) {
+    {
+        let instances = [cached(url, prefix).await, cached(url, prefix).await, cached(url, prefix).await];
         let mut waits = Vec::new();
         for i in 0..200u64 {
             let user = 1_000 + i;
@@ -154,18 +199,12 @@ fn main() {
         }
         waits.sort();
         println!(
-            "  revocation latency, three instances (lease {:?}, wait {:?}): p50 {:?}, p99 {:?}, max {:?}",
+            "  revocation latency{label}, three instances (lease {:?}, wait {:?}): p50 {:?}, p99 {:?}, max {:?}",
             Duration::from_millis(50),
             instances[0].config().revocation_wait(),
             waits[waits.len() / 2],
             waits[waits.len() * 99 / 100],
             waits[waits.len() - 1],
         );
-
-        let mut conn = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap();
-        for key in keys {
-            let _: () = redis::cmd("DEL").arg(key).query_async(&mut conn).await.unwrap();
-        }
-    });
+    }
 }

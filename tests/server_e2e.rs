@@ -760,8 +760,24 @@ async fn two_cached_instances_on_redis_refuse_a_logged_out_token_at_once() {
         println!("skipped: TOWER_TOKEN_AUTH_REDIS_URL is not set");
         return;
     };
+    two_cached_instances_refuse_a_logged_out_token_at_once(&url).await;
+}
+
+/// The same on Redis Cluster: each instance's bus tracks every primary.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn two_cached_instances_on_a_redis_cluster_refuse_a_logged_out_token_at_once() {
+    let Some(url) = std::env::var("TOWER_TOKEN_AUTH_REDIS_CLUSTER_URL").ok().filter(|u| !u.is_empty()) else {
+        println!("skipped: TOWER_TOKEN_AUTH_REDIS_CLUSTER_URL is not set");
+        return;
+    };
+    two_cached_instances_refuse_a_logged_out_token_at_once(&url).await;
+}
+
+#[cfg(feature = "redis")]
+async fn two_cached_instances_refuse_a_logged_out_token_at_once(url: &str) {
     let users = ["--user", "alice@example.com:alice-pass", "--user", "bob@example.com:bob-pass"];
-    let args: Vec<&str> = ["--store", url.as_str(), "--cache"].into_iter().chain(users).collect();
+    let args: Vec<&str> = ["--store", url, "--cache"].into_iter().chain(users).collect();
     let _one_at_a_time = REDIS_USERS.lock().await;
     let (a, b) = (Server::start(&args), Server::start(&args));
     log_everyone_out(&a).await;

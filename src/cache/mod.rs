@@ -13,12 +13,14 @@
 //! # How
 //!
 //! Each instance listens on an [`InvalidationBus`]: the store's own writes produce the invalidations
-//! (Redis: `CLIENT TRACKING ... BCAST` on the key prefix, `redis::RedisBus`; PostgreSQL: a trigger
-//! and `LISTEN/NOTIFY`, `postgres::PgBus`; MySQL/MariaDB and SQLite: a trigger-fed revocation log,
-//! polled, `poll::PollBus`), so a write by any instance, or by another program, reaches every cache.
-//! Redis Cluster has no bus yet. A bus can lag or drop its
-//! connection, so the cache serves hits only under a **lease**: every `fence_every` it makes a
-//! round trip on the bus connection itself (a `PING`), and when that fence, started at `t0`, comes
+//! (Redis: `CLIENT TRACKING ... BCAST` on the key prefix, on one server, Sentinel's primary or every
+//! primary of a cluster, `redis::RedisBus`; PostgreSQL: a trigger and `LISTEN/NOTIFY`,
+//! `postgres::PgBus`; MySQL/MariaDB and SQLite: a trigger-fed revocation log, polled,
+//! `poll::PollBus`), so a write by any instance, or by another program, reaches every cache. A bus
+//! can lag or drop its connection, or its server can stop being the primary, so the cache serves
+//! hits only under a **lease**: every `fence_every` it makes a round trip on the bus connection
+//! itself (a `PING`; on Redis Cluster a `CLUSTER NODES` to every primary, which also checks that no
+//! primary is missing), and when that fence, started at `t0`, comes
 //! back, every invalidation committed before `t0` has been applied (they travel on the same ordered
 //! connection and are applied before the reply is handed over). Hits are then served until
 //! `t0 + lease`. A revoking call writes to the store, evicts locally, then waits
@@ -37,7 +39,9 @@
 //! * Each instance's monotonic clock runs at real rate within `ρ` ([`CacheConfig::clock_drift_ppm`],
 //!   1000 ppm by default, far above real hardware). No clock synchronisation between machines.
 //! * The store does not lose an acknowledged revocation (a Redis failover can: see the Redis store's
-//!   notes on replication; no cache can be stronger than its store).
+//!   notes on replication; no cache can be stronger than its store), and a revocation is written to
+//!   the server that serves reads afterwards (a Redis primary cut off from the others but still
+//!   reachable answers as a primary until it learns of the failover: see `redis::RedisBus`).
 //! * The bus delivers in commit order on one connection (TCP), and the store sends an invalidation
 //!   for a write before it acknowledges the write (Redis does: the push is queued on every tracking
 //!   connection before the writer's reply leaves).

@@ -30,6 +30,12 @@
 //!
 //! # Limits
 //!
+//! * On a cluster each fence costs one `CLUSTER NODES` per primary (about 100 bytes of reply per node
+//!   of the cluster). With many nodes and many instances, raise
+//!   [`CacheConfig::fence_every`](super::CacheConfig::fence_every) (and the lease with it).
+//! * A primary with slots that cannot be reached (down, no replica to take over) keeps every fence
+//!   failing: the cache reads the store for every token until the cluster has a reachable primary
+//!   for every slot again.
 //! * A primary cut off from Sentinel (or from the cluster's majority) but still reachable by this
 //!   instance answers as a primary until it learns of the failover, to the bus as to every client.
 //!   Redis bounds that window (a cluster primary in the minority stops accepting writes after
