@@ -82,8 +82,12 @@ fn deliver(store: &RedisStore, sink: &dyn InvalidationSink, push: PushInfo) -> b
             sink.reset();
             return true;
         }
-        // `tracking-redir-broken` and kinds this version does not know: be safe.
-        PushKind::Other(_) => sink.reset(),
+        // `tracking-redir-broken` and kinds this version does not know: invalidations may have been
+        // missed on this connection, so it is dropped (and the bus subscribes again), not trusted on.
+        PushKind::Other(_) => {
+            sink.reset();
+            return true;
+        }
         _ => {}
     }
     false
