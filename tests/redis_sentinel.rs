@@ -158,6 +158,57 @@ async fn without_replica_acknowledgement_a_sentinel_failover_undoes_an_acknowled
     assert_eq!(outcome.token_after, StatusCode::OK, "the logged-out token works again after the failover");
 }
 
+/// A logout tried again after an attempt that was applied but not acknowledged (its replica frozen)
+/// finds nothing left to revoke; its answer must still wait for the replica to have the first attempt's
+/// write. Before the fix, the retry's `WAIT` covered only its own connection's writes (none), counted
+/// the frozen replica by its old offset, and answered `0 revoked` at once: a logout a failover could
+/// still undo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_logout_is_acknowledged_only_once_the_first_attempt_is_replicated() {
+    if !enabled() {
+        return;
+    }
+    let primary = RedisProcess::primary();
+    let replica = RedisProcess::replica_of(&primary);
+    primary.wait_for_replicas(1).await;
+    let durable = |store: RedisStore| store.wait_for_replicas(1, Duration::from_millis(300));
+    let store = durable(RedisStore::connect(&primary.url()).await.unwrap());
+    let pair = login_acknowledged(&RefreshTokens::new(store.clone())).await;
+    let user = pair.access.record.user_id.clone();
+
+    replica.freeze();
+    // A revocation applied on the primary and on no replica: what an attempt that was not acknowledged
+    // leaves (written here without waiting, so that it surely is applied).
+    let first = RedisStore::connect(&primary.url()).await.unwrap().revoke_all_for_user(&user).await;
+    assert_eq!(first.unwrap(), 2, "applied on the primary");
+    // Another connection, as after a reconnect or on another instance.
+    let other = durable(RedisStore::connect(&primary.url()).await.unwrap());
+    let retry = other.revoke_all_for_user(&user).await;
+    assert_eq!(
+        retry.map_err(|e| e.kind()),
+        Err(StoreErrorKind::NotAcknowledged),
+        "the retry finds nothing to revoke, and must still wait for the first attempt's write"
+    );
+    replica.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let revoked = loop {
+        match other.revoke_all_for_user(&user).await {
+            Ok(revoked) => break revoked,
+            Err(e) => assert!(Instant::now() < deadline, "still not acknowledged after the replica resumed: {e}"),
+        }
+    };
+    assert_eq!(revoked, 0, "the first attempt did the revocation");
+    drop(store);
+    // Read on the replica itself: what a failover right now would promote.
+    let on_replica = RedisStore::connect(&replica.url()).await.unwrap();
+    for token in [&pair.access, &pair.refresh] {
+        assert!(
+            on_replica.find(token.record.id).await.unwrap().is_none(),
+            "the replica has the revocation once the retry is acknowledged"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sentinel_failover_under_load_answers_503_never_a_wrong_401_or_200() {
     if !enabled() {

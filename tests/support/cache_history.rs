@@ -135,6 +135,10 @@ pub struct Report {
     pub after_revocation: usize,
     /// Of those, the ones answered 200: must be 0.
     pub stale_accepts: usize,
+    /// Tokens whose revocation returned but which the store itself still holds after the run: a
+    /// revocation the store lost (a failover), which no cache can hide. Their stale accepts are the
+    /// store's, not the cache's.
+    pub lost_revocations: usize,
     pub revocations: usize,
     /// Revocation attempts that failed (and were tried again).
     pub revocation_errors: usize,
@@ -158,7 +162,8 @@ impl std::fmt::Display for Report {
         write!(
             f,
             "{} requests ({} accepted, {} answered 503), {} after a revocation of their token, {} stale accepts; \
-             {} revocations ({} failed attempts retried), wait p50 {:?} p99 {:?}; cache hits {} misses {}; resets {:?}",
+             {} revocations ({} failed attempts retried, {} lost by the store), wait p50 {:?} p99 {:?}; cache hits {} \
+             misses {}; resets {:?}",
             self.requests,
             self.accepted,
             self.unavailable,
@@ -166,6 +171,7 @@ impl std::fmt::Display for Report {
             self.stale_accepts,
             self.revocations,
             self.revocation_errors,
+            self.lost_revocations,
             self.revocation_p50,
             self.revocation_p99,
             self.hits(),
@@ -271,19 +277,21 @@ pub async fn run_history<S: TokenStore + Clone>(
         let instance = &instances[r / LIVE % instances.len()].cache;
         // A revocation that fails (503 through a failover) is tried again until one answers: only an
         // answered revocation counts. A retry may find nothing left if the failed call committed.
-        let mut failed = 0;
+        let (mut failed, retry_until) = (0, Instant::now() + Duration::from_secs(60));
         let returned = loop {
             let start = Instant::now();
             match instance.revoke_all_for_user(&UserId::from(user_base + token as u64)).await {
                 Ok(revoked) => {
-                    assert!(revoked == 1 || failed > 0 && revoked == 0, "revoked {revoked} tokens");
+                    // More than one: a login that failed after it committed (not acknowledged by
+                    // replicas) and was tried again.
+                    assert!(revoked >= 1 || failed > 0, "revoked {revoked} tokens");
                     durations.push(start.elapsed());
                     break clock.elapsed();
                 }
                 Err(error) => {
                     failed += 1;
                     revocation_errors += 1;
-                    assert!(failed < 1200, "revocations fail for a minute: {error}");
+                    assert!(Instant::now() < retry_until, "revocations fail for a minute: {error}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -322,7 +330,7 @@ pub async fn run_history<S: TokenStore + Clone>(
     for worker in workers {
         histories.push(worker.await.unwrap());
     }
-    let tokens = tokens.lock().unwrap();
+    let tokens = tokens.lock().unwrap().clone();
     let mut report = Report { revocations: durations.len(), revocation_errors, ..Report::default() };
     for history in histories {
         for event in history {
@@ -333,6 +341,22 @@ pub async fn run_history<S: TokenStore + Clone>(
                 report.after_revocation += 1;
                 report.stale_accepts += usize::from(event.status == 200);
             }
+        }
+    }
+    for (plain, revoked) in tokens.iter() {
+        let id = plain.split('|').next().and_then(|id| id.parse::<u64>().ok());
+        if let (Some(_), Some(id)) = (revoked, id) {
+            let mut found = None;
+            for _ in 0..100 {
+                match instances[0].cache.get_ref().find(id).await {
+                    Ok(record) => {
+                        found = Some(record.is_some());
+                        break;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+            report.lost_revocations += usize::from(found.unwrap_or(false));
         }
     }
     durations.sort();

@@ -50,7 +50,12 @@ impl RedisProcess {
 
     /// A replica of `primary`.
     pub fn replica_of(primary: &RedisProcess) -> Self {
-        Self::start("replica", &["--replicaof", "127.0.0.1", &primary.port.to_string()])
+        Self::replica_of_port(primary.port)
+    }
+
+    /// A replica of the server on 127.0.0.1:`port` (a replica promoted by Sentinel, say).
+    pub fn replica_of_port(port: u16) -> Self {
+        Self::start("replica", &["--replicaof", "127.0.0.1", &port.to_string()])
     }
 
     /// A Sentinel watching `primary` as `master`, alone in its quorum, with the shortest practical

@@ -56,9 +56,9 @@ use redis::sentinel::SentinelClient;
 use redis::{Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, Value};
 use tokio::sync::Notify;
 
-use self::tracking::{is_primary_role, text, CONNECT_TIMEOUT};
+use self::tracking::{text, CONNECT_TIMEOUT};
 use super::bus::{BusFuture, InvalidationBus, InvalidationSink};
-use crate::store::redis::{is_sentinel_url, sentinel_resolver_resp3};
+use crate::store::redis::{is_primary_role, is_sentinel_url, sentinel_resolver_resp3};
 use crate::store::{RedisStore, StoreError};
 
 /// The default name of the bus connections in `CLIENT LIST` (see [`RedisBus::client_name`]).

@@ -101,8 +101,3 @@ pub(super) fn text(value: &Value) -> Option<String> {
         _ => None,
     }
 }
-
-/// Whether a `ROLE` reply says "master".
-pub(super) fn is_primary_role(reply: &Value) -> bool {
-    matches!(reply, Value::Array(parts) if parts.first().and_then(text).as_deref() == Some("master"))
-}

@@ -139,7 +139,13 @@
 //! revokes whatever is left (answering `200`), or finds its token already gone (`401`, when an earlier
 //! attempt was applied), or answers `503` again while fewer than `n` replicas are attached (after a
 //! failover, until the other replicas follow the new primary); once an answer other than `503` comes
-//! back, the token is revoked. A refresh exchange answered `503` this way did rotate on the primary,
+//! back, the token is revoked. That holds on another connection or instance too: every script is
+//! followed, in the same pipeline, by a small write in the user's slot (`{prefix}{bucket}:w`, expiring
+//! after a minute) so that its `WAIT` covers every earlier write of that primary, and a revocation that
+//! finds nothing to revoke still waits for the replicas (`WAIT` only waits for its own connection's
+//! writes: without the marker, a retry that found the tokens already gone would have been
+//! acknowledged at once while the attempt that removed them was on no replica). A refresh exchange
+//! answered `503` this way did rotate on the primary,
 //! as after any lost response: a client retrying with the same refresh token meets reuse detection
 //! unless [`RefreshTokens::reuse_interval`](crate::refresh::RefreshTokens::reuse_interval) covers the
 //! retry.
@@ -549,15 +555,31 @@ impl Ops {
             Err(_) => Err(StoreError::timeout()),
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => match conn.unacknowledged() {
-                Some(acks) => Err(StoreError::not_acknowledged(format!(
-                    "acknowledged by {acks} of the {} replicas required within {:?}: applied on the primary but \
-                     a failover could undo it; safe to retry",
-                    ack.replicas, ack.timeout
-                ))),
+                Some(acks) => Err(not_acknowledged(acks, ack)),
                 None => Err(map_error(error)),
             },
         }
     }
+
+    /// With [`wait_for_replicas`](RedisStore::wait_for_replicas): returns once the replicas have every
+    /// write the primary of `key`'s slot applied before now (a call that wrote nothing itself).
+    async fn acknowledge_prior_writes(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        let Some(ack) = self.replicas else { return Ok(()) };
+        match tokio::time::timeout(self.timeout, replicas::wait_behind_marker(&mut self.conn, key, ack)).await {
+            Err(_) => Err(StoreError::timeout()),
+            Ok(Ok(None)) => Ok(()),
+            Ok(Ok(Some(acks))) => Err(not_acknowledged(acks, ack)),
+            Ok(Err(error)) => Err(map_error(error)),
+        }
+    }
+}
+
+fn not_acknowledged(acks: i64, ack: ReplicaAck) -> StoreError {
+    StoreError::not_acknowledged(format!(
+        "acknowledged by {acks} of the {} replicas required within {:?}: applied on the primary but a failover \
+         could undo it; safe to retry",
+        ack.replicas, ack.timeout
+    ))
 }
 
 enum Commit {
@@ -679,6 +701,8 @@ pub(crate) fn sentinel_resolver_resp3(url: &str) -> Result<redis::sentinel::Sent
     let url = SentinelUrl::parse(url)?;
     url.client_builder()?.set_client_to_redis_protocol(redis::ProtocolVersion::RESP3).build().map_err(map_error)
 }
+
+pub(crate) use self::sentinel::is_primary_role;
 
 /// Whether `url` names Sentinels (`redis-sentinel://`).
 pub(crate) fn is_sentinel_url(url: &str) -> bool {

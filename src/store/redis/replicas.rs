@@ -56,7 +56,11 @@ impl<'c> Acknowledged<'c> {
 
     async fn script_then_wait(&mut self, cmd: &Cmd) -> RedisResult<Value> {
         self.unacknowledged = None;
-        let [script, wait] = request_then_wait(self.conn, cmd, &self.wait).await?;
+        // `EVALSHA sha numkeys key...`: every key of a script is in one slot, that of the first.
+        let Some(Arg::Simple(key)) = cmd.args_iter().nth(3) else {
+            return Err(RedisError::from((ErrorKind::Client, "a script call without a key to route it by")));
+        };
+        let [script, wait] = request_then_wait(self.conn, cmd, key, &self.wait).await?;
         // A script that failed (NOSCRIPT, READONLY, ...) did not write: its error is the answer.
         let script = match script {
             Value::ServerError(error) => return Err(error.into()),
@@ -106,26 +110,27 @@ impl ConnectionLike for Acknowledged<'_> {
 /// pipeline goes to the primary owning `cmd`'s slot, following `MOVED` and `ASK` (with `ASKING` in the
 /// same pipeline) and trying again every 10 ms through `TRYAGAIN` and `CLUSTERDOWN`; the caller's
 /// command timeout bounds the whole.
-async fn request_then_wait(conn: &mut Connection, cmd: &Cmd, wait: &Cmd) -> RedisResult<[Value; 2]> {
+async fn request_then_wait(conn: &mut Connection, cmd: &Cmd, key: &[u8], wait: &Cmd) -> RedisResult<[Value; 2]> {
+    let marker = marker_key(key);
     let mut pipe = redis::pipe();
-    pipe.add_command(cmd.clone()).add_command(wait.clone());
+    pipe.add_command(cmd.clone()).add_command(marker.clone()).add_command(wait.clone());
     let cluster = match conn {
         Connection::Cluster(cluster) => cluster,
-        other => return pair(other.req_packed_commands(&pipe, 0, 2).await?),
-    };
-    // `EVALSHA sha numkeys key...`: every key of a script is in one slot, that of the first.
-    let Some(Arg::Simple(key)) = cmd.args_iter().nth(3) else {
-        return Err(RedisError::from((ErrorKind::Client, "a script call without a key to route it by")));
+        other => return pair(other.req_packed_commands(&pipe, 0, 3).await?),
     };
     let mut route = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
     let mut asking = false;
     loop {
         let result = if asking {
+            // `ASKING` holds for the next command only.
             let mut with_asking = redis::pipe();
-            with_asking.cmd("ASKING").add_command(cmd.clone()).add_command(wait.clone());
-            cluster.route_pipeline(with_asking, 1, 2, route.clone()).await
+            with_asking.cmd("ASKING").add_command(cmd.clone()).cmd("ASKING").add_command(marker.clone());
+            with_asking.add_command(wait.clone());
+            cluster.route_pipeline(with_asking, 0, 5, route.clone()).await.map(|replies| {
+                replies.into_iter().enumerate().filter(|(i, _)| i % 2 == 1 || *i == 4).map(|(_, v)| v).collect()
+            })
         } else {
-            cluster.route_pipeline(pipe.clone(), 0, 2, route.clone()).await
+            cluster.route_pipeline(pipe.clone(), 0, 3, route.clone()).await
         };
         let error = match result {
             Ok(replies) => match replies.first() {
@@ -150,6 +155,18 @@ async fn request_then_wait(conn: &mut Connection, cmd: &Cmd, wait: &Cmd) -> Redi
     }
 }
 
+/// The marker write and `WAIT` alone, on the primary of `key`'s slot (a `PING` stands for the script):
+/// `Some(acks)` when fewer replicas than `ack` asks acknowledged every earlier write of that primary.
+pub(super) async fn wait_behind_marker(conn: &mut Connection, key: &[u8], ack: ReplicaAck) -> RedisResult<Option<i64>> {
+    let [_, wait] = request_then_wait(conn, &redis::cmd("PING"), key, &ack.wait_cmd()).await?;
+    match wait {
+        Value::Int(acks) if acks >= i64::from(ack.replicas) => Ok(None),
+        Value::Int(acks) => Ok(Some(acks)),
+        Value::ServerError(error) => Err(error.into()),
+        other => Err(RedisError::from((ErrorKind::Parse, "unexpected WAIT reply", format!("{other:?}")))),
+    }
+}
+
 fn redirected(kind: Option<ServerErrorKind>) -> bool {
     matches!(
         kind,
@@ -157,10 +174,28 @@ fn redirected(kind: Option<ServerErrorKind>) -> bool {
     )
 }
 
+/// A write that always reaches the replication stream, behind every script, in the script's slot:
+/// `SET <the first key's hash tag>:w "" PX 60000`. `WAIT` waits for the offset of its connection's
+/// last write; a script that writes nothing (a retried logout finding its tokens already gone) would
+/// otherwise leave that offset where it was, and on a new connection `WAIT` would acknowledge
+/// nothing, while the earlier attempt that did the write may not be on any replica yet. Behind this
+/// write, `WAIT` covers everything the primary applied before it.
+fn marker_key(first_key: &[u8]) -> Cmd {
+    // The store's keys are `{prefix}{bucket}:...`: keep up to the hash tag, so the slot is the same.
+    let tag_end = first_key.iter().position(|&b| b == b'}').map_or(first_key.len(), |i| i + 1);
+    let mut key = first_key[..tag_end].to_vec();
+    key.extend_from_slice(b":w");
+    let mut set = redis::cmd("SET");
+    set.arg(key).arg("").arg("PX").arg(60_000);
+    set
+}
+
+/// The script's reply and `WAIT`'s, from the three replies of script, marker write, `WAIT`.
 fn pair(replies: Vec<Value>) -> RedisResult<[Value; 2]> {
-    replies
+    let [script, _marker, wait]: [Value; 3] = replies
         .try_into()
-        .map_err(|_| RedisError::from((ErrorKind::Parse, "expected two replies: the script's and WAIT's")))
+        .map_err(|_| RedisError::from((ErrorKind::Parse, "expected three replies: the script's, SET's and WAIT's")))?;
+    Ok([script, wait])
 }
 
 #[cfg(test)]

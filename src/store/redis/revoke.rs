@@ -4,6 +4,19 @@ use super::*;
 
 impl Ops {
     pub(super) async fn revoke(&mut self, user_id: &UserId, which: Sessions) -> Result<u64, StoreError> {
+        let revoked = self.revoke_unacknowledged_if_none(user_id, which).await?;
+        if revoked == 0 {
+            // Nothing written, so no `WAIT` yet: a retry after an attempt that was applied but not
+            // acknowledged finds nothing left, and its answer must still wait until that attempt's
+            // write is on the replicas (the marker write's `WAIT` covers every earlier write).
+            let key = self.user_keys(user_id).by_creation;
+            self.acknowledge_prior_writes(key.as_bytes()).await?;
+        }
+        Ok(revoked)
+    }
+
+    /// [`revoke`](Self::revoke), whose pages that revoke something wait for the replicas.
+    async fn revoke_unacknowledged_if_none(&mut self, user_id: &UserId, which: Sessions) -> Result<u64, StoreError> {
         let user = self.user_keys(user_id);
         let own = |id: crate::session::SessionId| {
             let slot = Slot::of_session(id);
@@ -60,7 +73,8 @@ impl Ops {
             invocation.arg(&m[..]);
         }
         let what = || format!("revoking sessions of {}", user.by_creation);
-        // A call without sessions only reads the first page (and drops expired members): nothing to wait for.
+        // A call without sessions only reads the first page (and drops expired members): `revoke`
+        // waits for the replicas at the end if nothing was revoked.
         let reply = if members.is_empty() {
             self.invoke(&invocation).await?
         } else {

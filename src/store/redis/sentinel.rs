@@ -179,27 +179,52 @@ impl SentinelConnection {
         }
     }
 
-    /// One command to the primary.
+    /// One command to the primary: sent behind a `ROLE`, in one write (see [`checked`](Self::checked)).
     pub(super) async fn request(&self, cmd: &Cmd) -> RedisResult<Value> {
-        self.send(
-            |mut conn| async move { conn.req_packed_command(cmd).await },
-            |result| gone(result.as_ref().map(std::slice::from_ref)),
-        )
-        .await
+        let mut pipeline = redis::pipe();
+        pipeline.cmd("ROLE").add_command(cmd.clone());
+        let mut replies = self.checked(&pipeline, 1).await?;
+        replies.pop().ok_or_else(|| RedisError::from((ErrorKind::Parse, "no reply")))
     }
 
-    /// A pipeline to the primary, written in one piece on one connection.
+    /// A pipeline to the primary, written in one piece on one connection, behind a `ROLE` (see
+    /// [`checked`](Self::checked)). Not for transactions (the store sends none through Sentinel).
     pub(super) async fn request_pipeline(
         &self,
         pipeline: &Pipeline,
         offset: usize,
         count: usize,
     ) -> RedisResult<Vec<Value>> {
-        self.send(
-            |mut conn| async move { conn.req_packed_commands(pipeline, offset, count).await },
-            |result| gone(result.as_ref().map(Vec::as_slice)),
-        )
-        .await
+        debug_assert!(!pipeline.is_transaction());
+        let mut with_role = redis::pipe();
+        with_role.cmd("ROLE");
+        for cmd in pipeline.cmd_iter() {
+            with_role.add_command(cmd.clone());
+        }
+        let replies = self.checked(&with_role, offset + count).await?;
+        Ok(replies.into_iter().skip(offset).collect())
+    }
+
+    /// Sends `pipeline`, whose first command is `ROLE`, and returns the `replies` replies after it, if
+    /// the server still is the primary. A demoted primary keeps answering reads, from its old data while
+    /// it resyncs from the new one, and only writes fail (`READONLY`): without the `ROLE`, a store that
+    /// did not write since the failover would read revoked tokens as valid. Redis runs the commands of
+    /// one write of one client back to back, so the `ROLE` speaks for the read behind it.
+    async fn checked(&self, pipeline: &Pipeline, replies: usize) -> RedisResult<Vec<Value>> {
+        let mut values = self
+            .send(
+                |mut conn| async move { conn.req_packed_commands(pipeline, 0, replies + 1).await },
+                |result| match result {
+                    Ok(values) => gone(Ok(values)) || !values.first().is_some_and(is_primary_role),
+                    Err(e) => gone(Err(e)),
+                },
+            )
+            .await?;
+        if !values.first().is_some_and(is_primary_role) {
+            return Err(RedisError::from((ErrorKind::Io, "the server Sentinel named is no longer the primary")));
+        }
+        values.remove(0);
+        Ok(values)
     }
 
     /// Sends `request` on the current connection, and forgets that connection when the result shows it
@@ -236,6 +261,19 @@ impl SentinelConnection {
     }
 }
 
+/// Whether a `ROLE` reply says "master".
+pub(crate) fn is_primary_role(reply: &Value) -> bool {
+    let first = match reply {
+        Value::Array(parts) => parts.first(),
+        _ => None,
+    };
+    match first {
+        Some(Value::BulkString(role)) => role == b"master",
+        Some(Value::SimpleString(role)) => role == "master",
+        _ => false,
+    }
+}
+
 static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Whether a result shows the connection no longer leads to a primary: an I/O error, a dropped or
@@ -257,6 +295,16 @@ fn gone(result: Result<&[Value], &RedisError>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_role_reply_saying_master_is_a_primary() {
+        let role = |first: Value| Value::Array(vec![first, Value::Int(0)]);
+        assert!(is_primary_role(&role(Value::BulkString(b"master".to_vec()))));
+        assert!(is_primary_role(&role(Value::SimpleString("master".into()))));
+        assert!(!is_primary_role(&role(Value::BulkString(b"slave".to_vec()))));
+        assert!(!is_primary_role(&Value::Array(vec![])));
+        assert!(!is_primary_role(&Value::Nil));
+    }
 
     #[test]
     fn sentinel_urls_name_the_sentinels_the_master_and_the_database() {
