@@ -19,7 +19,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,7 @@ use tower_token_auth::cache::{CacheConfig, CachedStore};
 use tower_token_auth::store::redis::RedisStore;
 
 use support::cache_history::{run_history, FaultTask, Faults, FaultyBus, Instance, Report};
-use support::redis::{connection, scan_prefix, unique_prefix, url_from_env};
+use support::redis::{connection, kill_server, scan_prefix, unique_prefix, url_from_env};
 use support::redis_cluster::{cluster_nodes, keyslot, migrate_slot, replica_of, try_master_of, PrivateCluster};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -181,10 +180,7 @@ fn migrate_then_fail_over(cluster: &PrivateCluster, prefix: String, done: Arc<Mu
 
             tokio::time::sleep(Duration::from_millis(700)).await;
             let victim_slot = first_slot(&primaries[1].1);
-            let mut conn = connection(&format!("redis://{target}")).await;
-            let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.unwrap();
-            let pid: u32 = info.lines().find_map(|l| l.strip_prefix("process_id:")).unwrap().trim().parse().unwrap();
-            assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+            kill_server(target).await;
             done.lock().unwrap().killed = Some(clock.elapsed());
             loop {
                 tokio::time::sleep(Duration::from_millis(100)).await;

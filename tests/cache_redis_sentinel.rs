@@ -13,7 +13,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,9 +21,9 @@ use tower_token_auth::cache::{CacheConfig, CachedStore};
 use tower_token_auth::store::redis::RedisStore;
 
 use support::cache_history::{run_history, FaultTask, Faults, FaultyBus, Instance};
-use support::redis::{connection, url_from_env};
+use support::redis::{connection, kill_server, url_from_env};
 use support::redis_processes::{
-    redis_server_available, sentinel_master, RedisProcess, SentinelDeployment, SENTINEL_MASTER,
+    redis_server_available, sentinel_master, sentinel_master_at, RedisProcess, SentinelDeployment, SENTINEL_MASTER,
 };
 
 fn enabled() -> bool {
@@ -40,20 +39,9 @@ struct Done {
     promoted_after_kill: Option<Duration>,
 }
 
-/// The primary the Sentinel at `sentinel` names, `host:port`.
-async fn sentinel_primary(sentinel: &str) -> Option<String> {
-    let mut conn = connection(sentinel).await;
-    let named: redis::RedisResult<Vec<String>> =
-        redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(SENTINEL_MASTER).query_async(&mut conn).await;
-    match named.as_deref() {
-        Ok([host, port]) => Some(format!("{host}:{port}")),
-        _ => None,
-    }
-}
-
 async fn wait_for_new_primary(sentinel: &str, old: &str, deadline: Instant) -> String {
     loop {
-        if let Some(now) = sentinel_primary(sentinel).await.filter(|now| now != old) {
+        if let Some(now) = sentinel_master_at(sentinel, SENTINEL_MASTER).await.filter(|now| now != old) {
             return now;
         }
         assert!(Instant::now() < deadline, "Sentinel did not promote a replica");
@@ -92,10 +80,7 @@ fn fail_over_twice(sentinel: String, first: String, done: Arc<Mutex<Done>>) -> F
             done.lock().unwrap().demoted = Some(clock.elapsed());
 
             tokio::time::sleep(Duration::from_millis(1500)).await;
-            let mut victim = connection(&format!("redis://{second}")).await;
-            let info: String = redis::cmd("INFO").arg("server").query_async(&mut victim).await.unwrap();
-            let pid: u32 = info.lines().find_map(|l| l.strip_prefix("process_id:")).unwrap().trim().parse().unwrap();
-            assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+            kill_server(&second).await;
             done.lock().unwrap().killed = Some(clock.elapsed());
             let third = wait_for_new_primary(&sentinel, &second, deadline).await;
             done.lock().unwrap().promoted_after_kill = Some(clock.elapsed());
@@ -107,7 +92,7 @@ fn fail_over_twice(sentinel: String, first: String, done: Arc<Mutex<Done>>) -> F
             let mut following = third;
             loop {
                 tokio::time::sleep(Duration::from_millis(250)).await;
-                let Some(primary) = sentinel_primary(&sentinel).await else { continue };
+                let Some(primary) = sentinel_master_at(&sentinel, SENTINEL_MASTER).await else { continue };
                 if primary != following {
                     let (host, port) = primary.rsplit_once(':').unwrap();
                     let moved: redis::RedisResult<()> =

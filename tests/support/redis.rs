@@ -30,6 +30,20 @@ pub async fn connection(url: &str) -> MultiplexedConnection {
     redis::Client::open(url).unwrap().get_multiplexed_async_connection_with_config(&config).await.unwrap()
 }
 
+/// The pid of the `redis-server` at `address` (`host:port`), from `INFO server`.
+pub async fn server_pid(address: &str) -> u32 {
+    let mut conn = connection(&format!("redis://{address}")).await;
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.unwrap();
+    info.lines().find_map(|l| l.strip_prefix("process_id:")).unwrap().trim().parse().unwrap()
+}
+
+/// Kills the `redis-server` at `address` (`host:port`) with `SIGKILL`: a crash, no shutdown.
+pub async fn kill_server(address: &str) {
+    let pid = server_pid(address).await;
+    let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    assert!(killed.success(), "kill -9 {pid} ({address})");
+}
+
 /// Every key of one server (one cluster node) under `prefix`, by `SCAN`.
 pub async fn scan_prefix(conn: &mut MultiplexedConnection, prefix: &str) -> Vec<String> {
     let pattern = format!("{}*", glob_escape(prefix));

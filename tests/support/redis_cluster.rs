@@ -51,9 +51,7 @@ impl PrivateCluster {
 
     /// The pid of the node at `address`, which this test started.
     pub async fn pid(&self, address: &str) -> u32 {
-        let mut conn = connection(&format!("redis://{address}")).await;
-        let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.unwrap();
-        info.lines().find_map(|l| l.strip_prefix("process_id:")).unwrap().trim().parse().unwrap()
+        super::redis::server_pid(address).await
     }
 }
 

@@ -194,7 +194,12 @@ fn temp_dir(role: &str, port: u16) -> PathBuf {
 
 /// The address Sentinel `sentinel` names for `master`, as `host:port`.
 pub async fn sentinel_master(sentinel: &RedisProcess, master: &str) -> Option<String> {
-    let mut conn = connection(&sentinel.url()).await;
+    sentinel_master_at(&sentinel.url(), master).await
+}
+
+/// The address (`host:port`) of the primary the Sentinel at `url` names for `master`.
+pub async fn sentinel_master_at(url: &str, master: &str) -> Option<String> {
+    let mut conn = connection(url).await;
     let addr: Option<(String, String)> =
         redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(master).query_async(&mut conn).await.ok()?;
     addr.map(|(host, port)| format!("{host}:{port}"))
